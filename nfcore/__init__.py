@@ -1,0 +1,72 @@
+"""nfcore: normalizing flows in NumPy and Numba, every gradient written out by hand."""
+
+from . import gradcheck
+from .core import (
+    Buffer,
+    Chain,
+    DiagNormal,
+    Distribution,
+    Flow,
+    Inverse,
+    Module,
+    Parameter,
+    StandardNormal,
+    Transform,
+)
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DeviceError,
+    GradientNotAvailable,
+    InputOutsideDomain,
+    InverseNotAvailable,
+    NfcoreError,
+    ShapeError,
+)
+from .models import build
+from .nn import MLP, Linear
+from .transforms import (
+    AdditiveCoupling,
+    AffineCoupling,
+    Permutation,
+    Scaling,
+    Standardize,
+    make_mask,
+    make_permutation,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "gradcheck",
+    "Buffer",
+    "Chain",
+    "DiagNormal",
+    "Distribution",
+    "Flow",
+    "Inverse",
+    "Module",
+    "Parameter",
+    "StandardNormal",
+    "Transform",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "DeviceError",
+    "GradientNotAvailable",
+    "InputOutsideDomain",
+    "InverseNotAvailable",
+    "NfcoreError",
+    "ShapeError",
+    "build",
+    "MLP",
+    "Linear",
+    "AdditiveCoupling",
+    "AffineCoupling",
+    "Permutation",
+    "Scaling",
+    "Standardize",
+    "make_mask",
+    "make_permutation",
+]

@@ -1,0 +1,207 @@
+"""Parameters, buffers and the Module tree.
+
+A ``Module`` finds its parameters, buffers and child modules by attribute (lists and
+tuples of modules count too), in attribute order, so names are stable:
+``"layers.0.net.linears.1.weight"``.
+"""
+
+import numpy as np
+
+from ..errors import CheckpointError, DeviceError, ShapeError
+from ..kernels import backend_of, get_backend, is_device_array
+
+__all__ = ["Parameter", "Buffer", "Module", "flatten_parameters"]
+
+
+class Parameter:
+    """A trainable array and the gradient ``backward`` accumulates into it.
+
+    ``data`` and ``grad`` have the same shape, dtype and device. After an optimiser
+    flattens its parameters both are *views* into one contiguous buffer: assign with
+    ``p.data[...] = value``, never rebind.
+    """
+
+    __slots__ = ("data", "grad")
+
+    def __init__(self, data):
+        self.data = data
+        self.grad = backend_of(data).zeros(data.shape, data.dtype)
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    def __repr__(self):
+        return f"Parameter(shape={tuple(self.data.shape)}, dtype={np.dtype(self.data.dtype).name})"
+
+
+class Buffer:
+    """A non-trainable array that belongs to the model state (saved in checkpoints)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data):
+        self.data = data
+
+    def __repr__(self):
+        return f"Buffer(shape={tuple(self.data.shape)}, dtype={np.dtype(self.data.dtype).name})"
+
+
+def _children(value):
+    if isinstance(value, Module):
+        yield "", value
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            if isinstance(v, Module):
+                yield str(i), v
+
+
+class Module:
+    """Base class of every layer, conditioner network, distribution and flow."""
+
+    training = True
+
+    def _walk(self, prefix=""):
+        """Yield (name, object) for parameters and buffers of this module and its children."""
+        for key, value in vars(self).items():
+            if isinstance(value, (Parameter, Buffer)):
+                yield prefix + key, value
+            else:
+                for sub, child in _children(value):
+                    name = prefix + key + ("." + sub if sub else "") + "."
+                    yield from child._walk(name)
+
+    def modules(self):
+        """This module and all its descendants, depth first."""
+        yield self
+        for value in vars(self).values():
+            for _, child in _children(value):
+                yield from child.modules()
+
+    def named_parameters(self):
+        return [(k, v) for k, v in self._walk() if isinstance(v, Parameter)]
+
+    def parameters(self):
+        return [v for _, v in self.named_parameters()]
+
+    def named_buffers(self):
+        return [(k, v) for k, v in self._walk() if isinstance(v, Buffer)]
+
+    def num_parameters(self):
+        return int(sum(int(np.prod(p.shape)) for p in self.parameters()))
+
+    def zero_grad(self):
+        for p in self.parameters():
+            backend_of(p.grad).fill(p.grad, 0)
+
+    def train(self, mode=True):
+        for m in self.modules():
+            m.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    @property
+    def dtype(self):
+        ps = [v for _, v in self._walk() if isinstance(v, Parameter)]
+        return np.dtype(ps[0].data.dtype) if ps else None
+
+    @property
+    def device(self):
+        for _, v in self._walk():
+            return "cuda" if is_device_array(v.data) else "cpu"
+        return "cpu"
+
+    def state_dict(self):
+        """{name: host array} for every parameter and buffer (copies)."""
+        return {k: np.array(backend_of(v.data).to_host(v.data)) for k, v in self._walk()}
+
+    def load_state_dict(self, state, strict=True):
+        """Copy arrays into the existing parameters and buffers (shapes must match)."""
+        own = dict(self._walk())
+        if strict:
+            missing = sorted(set(own) - set(state))
+            extra = sorted(set(state) - set(own))
+            if missing or extra:
+                raise CheckpointError(f"state does not match the model: missing {missing}, unexpected {extra}")
+        for k, obj in own.items():
+            if k not in state:
+                continue
+            value = np.asarray(state[k])
+            if tuple(value.shape) != tuple(obj.data.shape):
+                raise CheckpointError(f"{k}: expected shape {tuple(obj.data.shape)}, got {tuple(value.shape)}")
+            value = value.astype(obj.data.dtype, copy=False)
+            if is_device_array(obj.data):
+                obj.data.copy_to_device(np.ascontiguousarray(value))
+            else:
+                obj.data[...] = value
+        for m in self.modules():
+            m._after_load()
+        return self
+
+    def _after_load(self):
+        """Hook: recompute anything derived from buffers after load_state_dict."""
+
+    def to(self, device=None, dtype=None):
+        """Move (``"cpu"``/``"cuda"``) and/or cast (float32/float64) parameters and buffers.
+
+        Rebinds arrays, so do it before an optimiser is created.
+        """
+        ops = get_backend(device) if device is not None else None
+        for _, v in self._walk():
+            host = backend_of(v.data).to_host(v.data)
+            if dtype is not None and isinstance(v, Parameter):
+                host = host.astype(dtype)
+            host = np.ascontiguousarray(host)
+            target = ops if ops is not None else backend_of(v.data)
+            if isinstance(v, Parameter):
+                v.data = target.asarray(host)
+                v.grad = target.zeros(host.shape, host.dtype)
+            elif target.name == "cuda" and np.issubdtype(host.dtype, np.floating) and dtype is not None:
+                v.data = target.asarray(host.astype(dtype))
+            else:
+                v.data = target.asarray(host)
+        for m in self.modules():
+            m._after_load()
+        return self
+
+
+def flatten_parameters(params):
+    """Make every parameter's data and grad views of two flat buffers; return them.
+
+    One buffer lets an optimiser update all parameters (and zero all gradients) in one
+    kernel call, which matters for small flows where per-call overhead dominates.
+    """
+    if not params:
+        raise ShapeError("no parameters to optimise")
+    dtypes = {np.dtype(p.data.dtype) for p in params}
+    devices = {is_device_array(p.data) for p in params}
+    if len(dtypes) != 1 or len(devices) != 1:
+        raise DeviceError(f"parameters must share one dtype and device, found dtypes {sorted(map(str, dtypes))}")
+    ops = backend_of(params[0].data)
+    dtype = dtypes.pop()
+    sizes = [int(np.prod(p.data.shape)) for p in params]
+    total = int(sum(sizes))
+    flat = ops.empty((total,), dtype)
+    gflat = ops.zeros((total,), dtype)
+    host = np.empty(total, dtype)
+    off = 0
+    for p, n in zip(params, sizes):
+        host[off : off + n] = np.asarray(ops.to_host(p.data)).ravel()
+        off += n
+    if ops.name == "cuda":
+        flat.copy_to_device(host)
+    else:
+        flat[...] = host
+    off = 0
+    for p, n in zip(params, sizes):
+        shape = tuple(p.data.shape)
+        p.data = ops.reshape(flat[off : off + n], shape)
+        p.grad = ops.reshape(gflat[off : off + n], shape)
+        off += n
+    return flat, gflat

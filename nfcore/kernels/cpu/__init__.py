@@ -1,0 +1,120 @@
+"""The CPU backend: Numba kernels and numpy BLAS behind nfcore's op API."""
+
+import numpy as np
+
+from .adam import adam_update
+from .coupling import (
+    additive_coupling,
+    additive_coupling_bwd,
+    affine_coupling_fwd,
+    affine_coupling_fwd_bwd,
+    affine_coupling_inv,
+    affine_coupling_inv_bwd,
+)
+from .dense import (
+    add_inplace,
+    bias_act,
+    bias_act_bwd,
+    colsum_acc,
+    gather_cols,
+    matmul,
+    matmul_nt,
+    matmul_tn_acc,
+    scatter_add_cols,
+)
+from .elementwise import (
+    diag_affine,
+    diag_affine_bwd,
+    diag_normal_logprob,
+    diag_normal_logprob_bwd,
+    normal_logprob,
+    normal_logprob_bwd,
+    scale_inplace,
+    sumsq,
+    total,
+)
+
+__all__ = [
+    "name",
+    "empty",
+    "zeros",
+    "asarray",
+    "to_host",
+    "fill",
+    "copy",
+    "reshape",
+    "iadd",
+    "add_scalar",
+    "axpy",
+    "adam_update",
+    "additive_coupling",
+    "additive_coupling_bwd",
+    "affine_coupling_fwd",
+    "affine_coupling_fwd_bwd",
+    "affine_coupling_inv",
+    "affine_coupling_inv_bwd",
+    "add_inplace",
+    "bias_act",
+    "bias_act_bwd",
+    "colsum_acc",
+    "gather_cols",
+    "matmul",
+    "matmul_nt",
+    "matmul_tn_acc",
+    "scatter_add_cols",
+    "diag_affine",
+    "diag_affine_bwd",
+    "diag_normal_logprob",
+    "diag_normal_logprob_bwd",
+    "normal_logprob",
+    "normal_logprob_bwd",
+    "scale_inplace",
+    "sumsq",
+    "total",
+]
+
+name = "cpu"
+
+
+def empty(shape, dtype):
+    return np.empty(shape, dtype=dtype)
+
+
+def zeros(shape, dtype):
+    return np.zeros(shape, dtype=dtype)
+
+
+def asarray(a, dtype=None):
+    """A C-contiguous host array (no copy when it already is one)."""
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def to_host(a):
+    return np.asarray(a)
+
+
+def fill(a, value):
+    a[...] = value
+
+
+def copy(a):
+    return a.copy()
+
+
+def reshape(a, shape):
+    return a.reshape(shape)
+
+
+def iadd(a, b):
+    """a += b (same shape)."""
+    a += b
+
+
+def add_scalar(a, c):
+    """a += c (a Python float)."""
+    a += c
+
+
+def axpy(alpha, x, y):
+    """y += alpha * x."""
+    y += alpha * x

@@ -1,0 +1,25 @@
+"""CPU Adam: one fused pass over the flat parameter buffer."""
+
+import math
+
+from numba import njit
+
+__all__ = ["adam_update"]
+
+
+@njit(cache=True)
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
+    """Bias-corrected Adam with decoupled weight decay (AdamW) over 1-D buffers, in place.
+
+    m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
+    p <- p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps) - lr * wd * p
+    """
+    bc1 = 1.0 - beta1**step
+    bc2 = 1.0 - beta2**step
+    for i in range(p.shape[0]):
+        gi = g[i]
+        mi = beta1 * m[i] + (1.0 - beta1) * gi
+        vi = beta2 * v[i] + (1.0 - beta2) * gi * gi
+        m[i] = mi
+        v[i] = vi
+        p[i] = p[i] - lr * ((mi / bc1) / (math.sqrt(vi / bc2) + eps) + weight_decay * p[i])

@@ -1,0 +1,93 @@
+"""CPU dense ops: GEMMs through numpy's BLAS, bias + activation and reductions in Numba.
+
+Shapes are 2-D and C-contiguous: ``(N, K) @ (K, M)``. Outputs are preallocated by the
+caller and written in place; nothing is returned.
+"""
+
+import numpy as np
+from numba import njit
+
+from .._scalar import act_fwd, act_grad_from_y
+
+__all__ = [
+    "matmul",
+    "matmul_nt",
+    "matmul_tn_acc",
+    "bias_act",
+    "bias_act_bwd",
+    "colsum_acc",
+    "add_inplace",
+    "gather_cols",
+    "scatter_add_cols",
+]
+
+
+def matmul(a, b, out):
+    """out = a @ b, (N, K) @ (K, M) -> (N, M)."""
+    np.matmul(a, b, out=out)
+
+
+def matmul_nt(a, b, out):
+    """out = a @ b.T, (N, M) @ (K, M).T -> (N, K): the input gradient of a linear layer."""
+    np.matmul(a, b.T, out=out)
+
+
+def matmul_tn_acc(a, b, out):
+    """out += a.T @ b, (N, K).T @ (N, M) -> (K, M): the weight gradient, accumulated."""
+    out += a.T @ b
+
+
+@njit(cache=True)
+def bias_act(h, b, code, alpha):
+    """h[n, j] = phi(h[n, j] + b[j]) in place; h is (N, M), b is (M,)."""
+    n, m = h.shape
+    for i in range(n):
+        for j in range(m):
+            h[i, j] = act_fwd(h[i, j] + b[j], code, alpha)
+
+
+@njit(cache=True)
+def bias_act_bwd(dy, y, code, alpha, dh):
+    """dh = dy * phi'(x) with phi' written through the output y = phi(x)."""
+    n, m = y.shape
+    for i in range(n):
+        for j in range(m):
+            dh[i, j] = dy[i, j] * act_grad_from_y(y[i, j], code, alpha)
+
+
+@njit(cache=True)
+def colsum_acc(a, out):
+    """out[j] += sum_n a[n, j]: the bias gradient (rows reduced serially, no race)."""
+    n, m = a.shape
+    for i in range(n):
+        for j in range(m):
+            out[j] += a[i, j]
+
+
+@njit(cache=True)
+def add_inplace(a, b):
+    """a += b element-wise (2-D)."""
+    n, m = a.shape
+    for i in range(n):
+        for j in range(m):
+            a[i, j] += b[i, j]
+
+
+@njit(cache=True)
+def gather_cols(x, idx, out, offset):
+    """out[n, offset + j] = x[n, idx[j]] (assembles a conditioner input in place)."""
+    n = x.shape[0]
+    k = idx.shape[0]
+    for i in range(n):
+        for j in range(k):
+            out[i, offset + j] = x[i, idx[j]]
+
+
+@njit(cache=True)
+def scatter_add_cols(src, idx, out):
+    """out[n, idx[j]] += src[n, j] for j < len(idx) (idx distinct; extra src columns ignored)."""
+    n = out.shape[0]
+    k = idx.shape[0]
+    for i in range(n):
+        for j in range(k):
+            out[i, idx[j]] += src[i, j]

@@ -1,0 +1,16 @@
+"""The wheels: invertible layers with log-dets and hand-written VJPs."""
+
+from .coupling import AdditiveCoupling, AffineCoupling, Coupling, make_mask
+from .elementwise import Scaling, Standardize
+from .permute import Permutation, make_permutation
+
+__all__ = [
+    "AdditiveCoupling",
+    "AffineCoupling",
+    "Coupling",
+    "make_mask",
+    "Scaling",
+    "Standardize",
+    "Permutation",
+    "make_permutation",
+]

@@ -1,0 +1,189 @@
+"""Coupling layers: NICE's additive and RealNVP's affine coupling, with masks.
+
+A boolean mask splits the D inputs: ``mask[j] = True`` columns (b) are transformed,
+the others (a) pass through unchanged and, with the optional context, feed the
+conditioner network: ``h = net([x_a, context])``. The Jacobian is triangular, so the
+log-det is a sum over the b columns. The base class gathers, runs the network and
+routes gradients; subclasses supply only the fused element-wise map.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ..core.module import Buffer
+from ..core.transform import Transform
+from ..errors import ConfigError, ShapeError
+from ..kernels import backend_of
+from ..nn.linear import MLP
+
+__all__ = ["make_mask", "Coupling", "AdditiveCoupling", "AffineCoupling"]
+
+
+def make_mask(dim, kind="alternating", parity=0, rng=None):
+    """Boolean (dim,) mask, True where a coupling layer transforms.
+
+    kind: ``half`` (second half, or first when parity is odd), ``alternating``
+    (odd columns, or even when parity is odd), ``random`` (a fixed random half drawn
+    from ``rng``; parity flips it).
+    """
+    if dim < 2:
+        raise ConfigError(f"a coupling layer needs dim >= 2, got {dim}")
+    j = np.arange(dim)
+    if kind == "half":
+        mask = j >= dim // 2
+    elif kind == "alternating":
+        mask = j % 2 == 1
+    elif kind == "random":
+        mask = np.zeros(dim, dtype=bool)
+        mask[np.random.default_rng(rng).permutation(dim)[: dim - dim // 2]] = True
+    else:
+        raise ConfigError(f"unknown mask kind {kind!r}; choose half, alternating or random")
+    return ~mask if parity % 2 else mask
+
+
+class CouplingCache(NamedTuple):
+    inverse: bool
+    x: object  # the data-side array: the forward input or the inverse output, (N, D)
+    h: object  # conditioner output
+    net: object  # the conditioner's cache
+
+
+class Coupling(Transform):
+    """Template for coupling layers: subclasses give the element-wise map and its VJP."""
+
+    #: conditioner outputs per transformed column
+    params_per_dim = 1
+
+    def __init__(self, mask, hidden=(64, 64), activation="relu", context_dim=0, residual=False, rng=None,
+                 dtype=np.float64):
+        mask = np.asarray(mask, dtype=bool)
+        if mask.ndim != 1 or mask.all() or not mask.any():
+            raise ConfigError("coupling mask must be 1-D with at least one True and one False entry")
+        self.dim = int(mask.size)
+        self.context_dim = int(context_dim)
+        self.mask = Buffer(mask.astype(np.int8))
+        self._after_load()
+        nb = int(mask.sum())
+        self.net = MLP(self.dim - nb + self.context_dim, self.params_per_dim * nb, hidden=hidden,
+                       activation=activation, residual=residual, zero_last=True, rng=rng, dtype=dtype)
+
+    def _after_load(self):
+        mask = np.asarray(backend_of(self.mask.data).to_host(self.mask.data)).astype(bool)
+        ops = backend_of(self.mask.data)
+        self.idx_a = ops.asarray(np.flatnonzero(~mask).astype(np.int64))
+        self.idx_b = ops.asarray(np.flatnonzero(mask).astype(np.int64))
+        self._ctx_idx = ops.asarray(np.arange(getattr(self, "context_dim", 0), dtype=np.int64))
+
+    def _conditioner_input(self, x, context):
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ShapeError(f"{type(self).__name__} expected input of shape (N, {self.dim}), got {tuple(x.shape)}")
+        ops = backend_of(x)
+        na = self.dim - self.idx_b.shape[0]
+        if self.context_dim:
+            if context is None or context.ndim != 2 or context.shape != (x.shape[0], self.context_dim):
+                got = None if context is None else tuple(context.shape)
+                raise ShapeError(f"expected context of shape ({x.shape[0]}, {self.context_dim}), got {got}")
+        elif context is not None:
+            raise ShapeError("this coupling layer was built without context (context_dim=0) but got one")
+        xa = ops.empty((x.shape[0], na + self.context_dim), x.dtype)
+        ops.gather_cols(x, self.idx_a, xa, 0)
+        if self.context_dim:
+            ops.gather_cols(context, self._ctx_idx, xa, na)
+        return xa
+
+    def _call(self, x, context, need_grad, inverse):
+        xa = self._conditioner_input(x, context)
+        h, net_cache = self.net.forward(xa, need_grad)
+        out, logdet = self._map(x, h, inverse)
+        cache = None
+        if need_grad:
+            cache = CouplingCache(inverse, out if inverse else x, h, net_cache)
+        return out, logdet, cache
+
+    def forward(self, x, context=None, need_grad=True):
+        return self._call(x, context, need_grad, inverse=False)
+
+    def inverse(self, z, context=None, need_grad=True):
+        return self._call(z, context, need_grad, inverse=True)
+
+    def backward(self, dout, dlogabsdet, cache):
+        self._require_cache(cache, type(self).__name__)
+        din, dh = self._map_bwd(dout, dlogabsdet, cache)
+        dxa = self.net.backward(dh, cache.net)
+        backend_of(din).scatter_add_cols(dxa, self.idx_a, din)
+        return din
+
+    def _map(self, x, h, inverse):
+        raise NotImplementedError
+
+    def _map_bwd(self, dout, dlogabsdet, cache):
+        raise NotImplementedError
+
+    def config(self):
+        return {"type": type(self).__name__, "dim": self.dim, "context_dim": self.context_dim}
+
+
+class AdditiveCoupling(Coupling):
+    """NICE: z_a = x_a, z_b = x_b + t(x_a); log|det| = 0.
+
+    Arguments:
+        mask: boolean (D,), True for transformed columns (see ``make_mask``).
+        hidden, activation, residual: the conditioner MLP.
+        context_dim: width of the optional context.
+
+    References:
+        Dinh, Krueger, Bengio. NICE: Non-linear Independent Components Estimation (2014).
+    """
+
+    params_per_dim = 1
+
+    def _map(self, x, h, inverse):
+        ops = backend_of(x)
+        out = ops.empty(x.shape, x.dtype)
+        ops.additive_coupling(x, h, self.idx_b, -1.0 if inverse else 1.0, out)
+        return out, ops.zeros((x.shape[0],), x.dtype)
+
+    def _map_bwd(self, dout, dlogabsdet, cache):
+        ops = backend_of(dout)
+        din = ops.empty(dout.shape, dout.dtype)
+        dh = ops.empty(cache.h.shape, cache.h.dtype)
+        ops.additive_coupling_bwd(dout, self.idx_b, -1.0 if cache.inverse else 1.0, din, dh)
+        return din, dh
+
+
+class AffineCoupling(Coupling):
+    """RealNVP: z_b = x_b * exp(log s) + t with log s = B tanh(h_s / B); log|det| = sum log s.
+
+    The log-scale is soft-clamped to (-B, B) (``scale_bound``, default 3): near zero it is
+    the raw output, so a zero-initialised conditioner starts at the identity, and it can
+    never overflow exp.
+
+    References:
+        Dinh, Sohl-Dickstein, Bengio. Density estimation using Real NVP (2017).
+    """
+
+    params_per_dim = 2
+
+    def __init__(self, mask, hidden=(64, 64), activation="relu", context_dim=0, residual=False,
+                 scale_bound=3.0, rng=None, dtype=np.float64):
+        if not scale_bound > 0:
+            raise ConfigError(f"scale_bound must be > 0, got {scale_bound}")
+        self.scale_bound = float(scale_bound)
+        super().__init__(mask, hidden, activation, context_dim, residual, rng, dtype)
+
+    def _map(self, x, h, inverse):
+        ops = backend_of(x)
+        out = ops.empty(x.shape, x.dtype)
+        logdet = ops.empty((x.shape[0],), x.dtype)
+        kernel = ops.affine_coupling_inv if inverse else ops.affine_coupling_fwd
+        kernel(x, h, self.idx_b, self.scale_bound, out, logdet)
+        return out, logdet
+
+    def _map_bwd(self, dout, dlogabsdet, cache):
+        ops = backend_of(dout)
+        din = ops.empty(dout.shape, dout.dtype)
+        dh = ops.empty(cache.h.shape, cache.h.dtype)
+        kernel = ops.affine_coupling_inv_bwd if cache.inverse else ops.affine_coupling_fwd_bwd
+        kernel(dout, dlogabsdet, cache.x, cache.h, self.idx_b, self.scale_bound, din, dh)
+        return din, dh
