@@ -29,7 +29,7 @@ def affine_coupling_fwd(x, h, idx_b, bound, z, logdet):
     for i in range(n):
         for j in range(d):
             z[i, j] = x[i, j]
-        acc = logdet[i] - logdet[i]
+        acc = 0.0
         for j in range(nb):
             c = idx_b[j]
             ls = softclamp(h[i, nb + j], bound)
@@ -46,7 +46,7 @@ def affine_coupling_inv(z, h, idx_b, bound, x, logdet):
     for i in range(n):
         for j in range(d):
             x[i, j] = z[i, j]
-        acc = logdet[i] - logdet[i]
+        acc = 0.0
         for j in range(nb):
             c = idx_b[j]
             ls = softclamp(h[i, nb + j], bound)
