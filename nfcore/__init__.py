@@ -1,6 +1,6 @@
 """nfcore: normalizing flows in NumPy and Numba, every gradient written out by hand."""
 
-from . import gradcheck
+from . import data, gradcheck
 from .core import (
     Buffer,
     Chain,
@@ -25,6 +25,7 @@ from .errors import (
     ShapeError,
 )
 from .models import build
+from .train import Adam, evaluate_nll, fit, fit_reverse_kl, load, save
 from .nn import MLP, Linear
 from .transforms import (
     AdditiveCoupling,
@@ -39,6 +40,7 @@ from .transforms import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "data",
     "gradcheck",
     "Buffer",
     "Chain",
@@ -60,6 +62,12 @@ __all__ = [
     "NfcoreError",
     "ShapeError",
     "build",
+    "Adam",
+    "evaluate_nll",
+    "fit",
+    "fit_reverse_kl",
+    "load",
+    "save",
     "MLP",
     "Linear",
     "AdditiveCoupling",

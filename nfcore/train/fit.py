@@ -1,0 +1,240 @@
+"""Training loops: maximum likelihood on data and reverse KL to an unnormalised density."""
+
+import csv
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import ConfigError, NfcoreError, ShapeError
+from ..kernels import backend_of, get_backend
+from .adam import Adam
+from .checkpoint import load_checkpoint, save
+
+__all__ = ["History", "fit", "fit_reverse_kl", "evaluate_nll", "TrainingDiverged"]
+
+
+class TrainingDiverged(NfcoreError):
+    """The loss became NaN/inf."""
+
+
+@dataclass
+class History:
+    """Per-epoch records: dicts with epoch, train_nll, val_nll, samples_per_s, seconds."""
+
+    rows: list = field(default_factory=list)
+    best_epoch: int = -1
+    best_val: float = math.inf
+    stopped_early: bool = False
+
+    def append(self, **row):
+        self.rows.append(row)
+
+    def column(self, name):
+        return [r[name] for r in self.rows]
+
+    def write_csv(self, path):
+        if not self.rows:
+            return
+        tmp = os.fspath(path) + ".tmp"
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(self.rows[0]))
+            w.writeheader()
+            w.writerows(self.rows)
+        os.replace(tmp, path)
+
+    def to_arrays(self):
+        if not self.rows:
+            return {}
+        return {k: np.array([r[k] for r in self.rows], dtype=np.float64) for k in self.rows[0]}
+
+    @classmethod
+    def from_arrays(cls, arrays, best_epoch=-1, best_val=math.inf):
+        keys = list(arrays)
+        n = len(arrays[keys[0]]) if keys else 0
+        rows = [{k: (int(arrays[k][i]) if k == "epoch" else float(arrays[k][i])) for k in keys} for i in range(n)]
+        return cls(rows, best_epoch, best_val)
+
+
+def evaluate_nll(flow, x, context=None, batch_size=4096):
+    """Mean negative log-likelihood of ``x`` (host or device array), in batches, no gradient."""
+    n = x.shape[0]
+    total = 0.0
+    for s in range(0, n, batch_size):
+        c = None if context is None else context[s : s + batch_size]
+        lp = flow.log_prob(x[s : s + batch_size], c)
+        total += backend_of(lp).total(lp)
+    return -total / n
+
+
+def _check_data(flow, data, name):
+    data = np.asarray(data)
+    if not np.issubdtype(data.dtype, np.floating):
+        raise ShapeError(f"{name} must be floating point, got {data.dtype}")
+    if data.ndim != 1 + len(flow.shape) or tuple(data.shape[1:]) != flow.shape:
+        raise ShapeError(f"{name} has shape {data.shape}, the flow expects (N, {', '.join(map(str, flow.shape))})")
+    if not np.all(np.isfinite(data)):
+        raise ShapeError(f"{name} contains NaN or inf")
+    return np.ascontiguousarray(data, dtype=flow.dtype)
+
+
+def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight_decay=0.0, clip_norm=None,
+        val_fraction=0.1, val_data=None, val_context=None, patience=None, seed=0, out_dir=None, resume=None,
+        max_seconds=None, lr_schedule="constant", log=print, meta=None):
+    """Fit ``flow`` by maximum likelihood with Adam; returns a ``History``.
+
+    Arguments:
+        flow: a ``Flow`` (on the CPU or, after ``flow.to("cuda")``, on the GPU).
+        data: (N, ...) training data (host array); ``context``: (N, C) for conditional flows.
+        epochs, batch_size, lr, weight_decay, clip_norm: optimisation settings.
+        val_fraction: part of ``data`` held out for validation (ignored when ``val_data`` is given).
+        patience: stop after this many epochs without a better validation NLL (None: never).
+        seed: shuffling and split seed.
+        out_dir: if set, write ``model.npz`` (best weights), ``last.npz`` (resume state) and
+            ``history.csv`` there after every epoch.
+        resume: path of a ``last.npz`` to continue from (weights, optimiser, history, best).
+        max_seconds: stop after this much training time (the epoch in progress finishes).
+        lr_schedule: ``constant`` or ``cosine`` (decay from ``lr`` to 0 over the epochs of this call).
+        log: callable taking one line of progress text (None: silent).
+        meta: extra JSON-able facts stored in the checkpoints (e.g. the data source).
+
+    At the end the flow holds the best weights by validation NLL (early-stopping semantics).
+    """
+    if epochs < 1 or batch_size < 1:
+        raise ConfigError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+    if lr_schedule not in ("constant", "cosine"):
+        raise ConfigError(f"lr_schedule must be constant or cosine, got {lr_schedule!r}")
+    data = _check_data(flow, data, "data")
+    rng = np.random.default_rng(seed)
+    if context is not None:
+        context = np.ascontiguousarray(context, dtype=flow.dtype)
+        if context.shape[0] != data.shape[0]:
+            raise ShapeError(f"context has {context.shape[0]} rows, data has {data.shape[0]}")
+    if val_data is None:
+        if not 0 <= val_fraction < 1:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        perm = rng.permutation(data.shape[0])
+        n_val = int(round(val_fraction * data.shape[0]))
+        val_idx, train_idx = perm[:n_val], perm[n_val:]
+        val_data = data[val_idx] if n_val else None
+        val_context = context[val_idx] if (n_val and context is not None) else None
+        data = data[train_idx]
+        context = context[train_idx] if context is not None else None
+    else:
+        val_data = _check_data(flow, val_data, "val_data")
+    n = data.shape[0]
+    if n < 1:
+        raise ConfigError("no training data left after the validation split")
+    batch_size = min(batch_size, n)
+
+    ops = get_backend(flow.device)
+    optimizer = Adam(flow.parameters(), lr=lr, weight_decay=weight_decay, clip_norm=clip_norm)
+    history = History()
+    best_state = None
+    start_epoch = 0
+    if resume is not None:
+        saved, info, sections = load_checkpoint(resume)
+        flow.load_state_dict(saved.state_dict())
+        if sections["optim"]:
+            optimizer.load_state_dict(sections["optim"])
+        tm = info.get("meta", {})
+        hist = {k[len("history/"):]: v for k, v in sections["extra"].items() if k.startswith("history/")}
+        history = History.from_arrays(hist, tm.get("best_epoch", -1), tm.get("best_val", math.inf))
+        best_state = sections["best"] or None
+        start_epoch = len(history.rows)
+        rng = np.random.default_rng([seed, start_epoch])
+    dev_val = None if val_data is None else ops.asarray(val_data)
+    dev_val_ctx = None if val_context is None else ops.asarray(val_context)
+    since_best = 0 if history.best_epoch < 0 else start_epoch - 1 - history.best_epoch
+    meta = dict(meta or {})
+    t_start = time.perf_counter()
+    if out_dir is not None:
+        os.makedirs(out_dir, exist_ok=True)
+
+    steps_per_epoch = n // batch_size
+    total_steps = epochs * steps_per_epoch
+    step_index = 0
+    for epoch in range(start_epoch, start_epoch + epochs):
+        t0 = time.perf_counter()
+        perm = rng.permutation(n)
+        x_epoch = ops.asarray(data[perm])
+        c_epoch = None if context is None else ops.asarray(context[perm])
+        total, steps = 0.0, 0
+        for s in range(0, n - batch_size + 1, batch_size):
+            xb = x_epoch[s : s + batch_size]
+            cb = None if c_epoch is None else c_epoch[s : s + batch_size]
+            if lr_schedule == "cosine":
+                optimizer.lr = lr * 0.5 * (1.0 + math.cos(math.pi * step_index / total_steps))
+            step_index += 1
+            optimizer.zero_grad()
+            loss = flow.loss_and_grad(xb, cb)
+            if not math.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss became {loss} at epoch {epoch + 1}, step {steps + 1}; "
+                    + (f"the last good state is in {os.path.join(out_dir, 'last.npz')}; " if out_dir else "")
+                    + "lower the learning rate or set clip_norm"
+                )
+            optimizer.step()
+            total += loss
+            steps += 1
+        seconds = time.perf_counter() - t0
+        train_nll = total / max(steps, 1)
+        val_nll = evaluate_nll(flow, dev_val, dev_val_ctx) if dev_val is not None else train_nll
+        history.append(epoch=epoch + 1, train_nll=train_nll, val_nll=val_nll,
+                       samples_per_s=steps * batch_size / max(seconds, 1e-12), seconds=seconds)
+        improved = val_nll < history.best_val
+        if improved:
+            history.best_val, history.best_epoch = val_nll, epoch
+            best_state = flow.state_dict()
+            since_best = 0
+        else:
+            since_best += 1
+        if log is not None:
+            log(f"epoch {epoch + 1:4d}  train NLL {train_nll:8.4f}  val NLL {val_nll:8.4f}"
+                f"{' *' if improved else '  '}  {steps * batch_size / max(seconds, 1e-12):9.0f} samples/s")
+        stop = patience is not None and since_best >= patience
+        out_of_time = max_seconds is not None and time.perf_counter() - t_start >= max_seconds
+        if out_dir is not None:
+            summary = dict(meta, best_epoch=history.best_epoch, best_val=history.best_val,
+                           epochs_done=epoch + 1, lr=lr, batch_size=batch_size)
+            hist = {f"history/{k}": v for k, v in history.to_arrays().items()}
+            save(os.path.join(out_dir, "last.npz"), flow, optimizer, summary, best_state, hist)
+            if improved:
+                save(os.path.join(out_dir, "model.npz"), flow, None, summary)
+            history.write_csv(os.path.join(out_dir, "history.csv"))
+        if stop:
+            history.stopped_early = True
+            if log is not None:
+                log(f"early stop: no better validation NLL for {patience} epochs (best {history.best_val:.4f} "
+                    f"at epoch {history.best_epoch + 1})")
+            break
+        if out_of_time:
+            break
+    if best_state is not None:
+        flow.load_state_dict(best_state)
+    return history
+
+
+def fit_reverse_kl(flow, log_target, *, steps=2000, batch_size=256, lr=1e-3, clip_norm=None, seed=0, log=print,
+                   log_every=200):
+    """Fit ``flow`` to an unnormalised density by reverse KL; returns the loss per step.
+
+    ``log_target(x) -> (log p~(x) (N,), d log p~/dx (N, ...))`` on host arrays. The loss is
+    the Monte-Carlo estimate of ``KL(q || p) - log Z`` (its floor is ``-log Z``).
+    """
+    rng = np.random.default_rng(seed)
+    optimizer = Adam(flow.parameters(), lr=lr, clip_norm=clip_norm)
+    losses = np.empty(steps)
+    for i in range(steps):
+        optimizer.zero_grad()
+        loss = flow.reverse_kl_loss_and_grad(log_target, batch_size, rng)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"reverse-KL loss became {loss} at step {i + 1}; lower lr or set clip_norm")
+        optimizer.step()
+        losses[i] = loss
+        if log is not None and ((i + 1) % log_every == 0 or i == steps - 1):
+            window = losses[max(0, i + 1 - log_every) : i + 1]
+            log(f"step {i + 1:6d}  reverse KL + log Z  {window.mean():8.4f}")
+    return losses
