@@ -1,6 +1,6 @@
 """nfcore: normalizing flows in NumPy and Numba, every gradient written out by hand."""
 
-from . import data, gradcheck
+from . import data, gradcheck, plot
 from .core import (
     Buffer,
     Chain,
@@ -42,6 +42,7 @@ __version__ = "0.1.0"
 __all__ = [
     "data",
     "gradcheck",
+    "plot",
     "Buffer",
     "Chain",
     "DiagNormal",

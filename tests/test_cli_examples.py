@@ -1,0 +1,80 @@
+"""The CLI end to end, its error messages, and every example as a smoke test."""
+
+import importlib.util
+import pathlib
+
+import numpy as np
+import pytest
+
+import nfcore
+from nfcore.cli import main
+
+EXAMPLES = sorted((pathlib.Path(__file__).parent.parent / "examples").glob("*.py"))
+
+
+def _run(argv, capsys):
+    rc = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_train_logprob_sample_info(tmp_path, capsys):
+    run = tmp_path / "run"
+    rc, out, _ = _run(["train", "--n-train", 1500, "--epochs", 2, "--layers", 2, "--hidden", 16, "--out", run], capsys)
+    assert rc == 0, out
+    assert "test NLL" in out and "samples/s" in out
+    for name in ("model.npz", "last.npz", "history.csv"):
+        assert (run / name).exists()
+    x = np.random.default_rng(0).normal(size=(7, 2))
+    np.save(tmp_path / "x.npy", x)
+    rc, out, _ = _run(["logprob", run / "model.npz", tmp_path / "x.npy", "--output", tmp_path / "lp.npy"], capsys)
+    assert rc == 0
+    lp = np.load(tmp_path / "lp.npy")
+    np.testing.assert_allclose(lp, nfcore.load(run / "model.npz").log_prob(x.astype(np.float32)), rtol=1e-6)
+    rc, out, _ = _run(["sample", run / "model.npz", "-n", 4, "--seed", 1], capsys)
+    assert rc == 0 and len(out.strip().splitlines()) == 4
+    rc, out, _ = _run(["sample", run / "model.npz", "-n", 9, "--output", tmp_path / "s.npy"], capsys)
+    assert np.load(tmp_path / "s.npy").shape == (9, 2)
+    rc, out, _ = _run(["info", run / "model.npz"], capsys)
+    assert rc == 0 and "parameters:" in out and "realnvp" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--data", "no-such-density"], "unknown dataset"),
+        (["train", "--data", "missing.csv"], "no such file"),
+        (["logprob", "missing.npz", "x.npy"], "missing.npz"),
+    ],
+)
+def test_errors_are_clear(argv, message, capsys):
+    rc, _, err = _run(argv, capsys)
+    assert rc == 2 and message in err
+
+
+def test_bad_csv_and_wrong_dimension(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("1,2\n3,nan\n4,5\n")
+    rc, _, err = _run(["train", "--data", bad, "--epochs", 1], capsys)
+    assert rc == 2 and "NaN" in err
+    run = tmp_path / "run"
+    _run(["train", "--n-train", 500, "--epochs", 1, "--layers", 2, "--hidden", 8, "--out", run, "--no-plot"], capsys)
+    np.save(tmp_path / "x3.npy", np.zeros((4, 3)))
+    rc, _, err = _run(["logprob", run / "model.npz", tmp_path / "x3.npy"], capsys)
+    assert rc == 2 and "(N, 2)" in err
+
+
+def test_unknown_flow_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--flow", "glowish"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_runs(path, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(quick=True)
+    assert capsys.readouterr().out.strip()

@@ -1,0 +1,112 @@
+"""Every CPU kernel against a slow, obvious numpy reference."""
+
+import math
+
+import numpy as np
+import pytest
+
+from nfcore.kernels import cpu
+
+
+@pytest.fixture(params=[np.float32, np.float64])
+def dtype(request):
+    return request.param
+
+
+def _tol(dtype):
+    return dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+
+
+def test_gemms(dtype, rng):
+    a = rng.normal(size=(7, 5)).astype(dtype)
+    b = rng.normal(size=(5, 3)).astype(dtype)
+    out = np.empty((7, 3), dtype)
+    cpu.matmul(a, b, out)
+    np.testing.assert_allclose(out, a.astype(np.float64) @ b, **_tol(dtype))
+    c = rng.normal(size=(7, 3)).astype(dtype)
+    dx = np.empty((7, 5), dtype)
+    cpu.matmul_nt(c, b, dx)
+    np.testing.assert_allclose(dx, c.astype(np.float64) @ b.T.astype(np.float64), **_tol(dtype))
+    acc = np.ones((5, 3), dtype)
+    cpu.matmul_tn_acc(a, c, acc)
+    np.testing.assert_allclose(acc, 1 + a.T.astype(np.float64) @ c, **_tol(dtype))
+    assert out.dtype == dx.dtype == acc.dtype == dtype
+
+
+def test_coupling_kernels_match_formulas(dtype, rng):
+    n, d = 6, 5
+    idx_b = np.array([1, 3, 4])
+    x = rng.normal(size=(n, d)).astype(dtype)
+    h = rng.normal(size=(n, 6)).astype(dtype)
+    bound = 2.0
+    t, ls = h[:, :3].astype(np.float64), bound * np.tanh(h[:, 3:] / bound)
+    z = np.empty_like(x)
+    ld = np.full(n, np.nan, dtype)  # garbage in the output buffer must not leak in
+    cpu.affine_coupling_fwd(x, h, idx_b, bound, z, ld)
+    ref = x.astype(np.float64).copy()
+    ref[:, idx_b] = x[:, idx_b] * np.exp(ls) + t
+    np.testing.assert_allclose(z, ref, **_tol(dtype))
+    np.testing.assert_allclose(ld, ls.sum(1), **_tol(dtype))
+    back = np.empty_like(x)
+    ld2 = np.full(n, np.nan, dtype)
+    cpu.affine_coupling_inv(z, h, idx_b, bound, back, ld2)
+    np.testing.assert_allclose(back, x, **_tol(dtype))
+    np.testing.assert_allclose(ld2, -ls.sum(1), **_tol(dtype))
+    out = np.empty_like(x)
+    cpu.additive_coupling(x, h[:, :3], idx_b, -1.0, out)
+    ref = x.astype(np.float64).copy()
+    ref[:, idx_b] -= h[:, :3]
+    np.testing.assert_allclose(out, ref, **_tol(dtype))
+
+
+def test_bias_act_and_colsum(dtype, rng):
+    h = rng.normal(size=(4, 3)).astype(dtype)
+    b = rng.normal(size=3).astype(dtype)
+    y = h.copy()
+    cpu.bias_act(y, b, 3, 0.0)
+    np.testing.assert_allclose(y, np.tanh(h.astype(np.float64) + b), **_tol(dtype))
+    dy = rng.normal(size=(4, 3)).astype(dtype)
+    dh = np.empty_like(dy)
+    cpu.bias_act_bwd(dy, y, 3, 0.0, dh)
+    np.testing.assert_allclose(dh, dy * (1 - y.astype(np.float64) ** 2), **_tol(dtype))
+    g = np.zeros(3, dtype)
+    cpu.colsum_acc(dh, g)
+    np.testing.assert_allclose(g, dh.astype(np.float64).sum(0), **_tol(dtype))
+
+
+def test_gather_scatter(rng):
+    x = rng.normal(size=(3, 5))
+    out = np.zeros((3, 4))
+    cpu.gather_cols(x, np.array([4, 0]), out, 1)
+    np.testing.assert_array_equal(out[:, 1:3], x[:, [4, 0]])
+    acc = np.ones((3, 5))
+    cpu.scatter_add_cols(out[:, 1:3].copy(), np.array([4, 0]), acc)
+    np.testing.assert_array_equal(acc[:, [4, 0]], 1 + x[:, [4, 0]])
+
+
+def test_diag_affine_and_normals(dtype, rng):
+    x = rng.normal(size=(6, 3)).astype(dtype)
+    loc = rng.normal(size=3).astype(dtype)
+    ls = rng.normal(size=3).astype(dtype)
+    out = np.empty_like(x)
+    cpu.diag_affine(x, loc, ls, 1, out)
+    np.testing.assert_allclose(out, x * np.exp(ls.astype(np.float64)) + loc, **_tol(dtype))
+    lp = np.empty(6, dtype)
+    cpu.normal_logprob(x, lp)
+    np.testing.assert_allclose(lp, -0.5 * (x.astype(np.float64) ** 2).sum(1) - 1.5 * math.log(2 * math.pi),
+                               **_tol(dtype))
+    assert abs(cpu.sumsq(x.ravel()) - (x.astype(np.float64) ** 2).sum()) < 1e-4
+
+
+def test_adam_matches_reference(rng):
+    p = rng.normal(size=10)
+    g = rng.normal(size=10)
+    m, v = np.zeros(10), np.zeros(10)
+    pr, mr, vr = p.copy(), m.copy(), v.copy()
+    lr, b1, b2, eps, wd = 0.01, 0.9, 0.999, 1e-8, 0.1
+    for t in range(1, 4):
+        cpu.adam_update(p, g, m, v, lr, b1, b2, eps, wd, t)
+        mr = b1 * mr + (1 - b1) * g
+        vr = b2 * vr + (1 - b2) * g * g
+        pr = pr - lr * ((mr / (1 - b1**t)) / (np.sqrt(vr / (1 - b2**t)) + eps) + wd * pr)
+    np.testing.assert_allclose(p, pr, rtol=1e-13)
