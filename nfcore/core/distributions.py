@@ -142,5 +142,6 @@ class DiagNormal(Distribution):
         ops.diag_affine(cache.eps, self.loc.data, self.log_scale.data, 1, z)
         deps = ops.empty((n, self.size), dzf.dtype)
         zero = ops.zeros((n,), dzf.dtype)
-        ops.diag_affine_bwd(dzf, zero, z, self.loc.data, self.log_scale.data, 1, 1, deps, self.loc.grad, self.log_scale.grad)
+        ops.diag_affine_bwd(dzf, zero, z, self.loc.data, self.log_scale.data, 1, 1, deps, self.loc.grad,
+                            self.log_scale.grad)
 

@@ -40,10 +40,24 @@ class Flow(Module):
         self.shape = base.shape
         self.context_dim = int(context_dim)
         self.config = dict(config) if config is not None else None
+        self._after_load()
+
+    def _after_load(self):
+        # walking the module tree costs more than a small layer: do it on (re)load/move only
+        self._dtype = Module.dtype.fget(self) or np.dtype(np.float64)
+        self._device = Module.device.fget(self)
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+    @property
+    def device(self):
+        return self._device
 
     # -- validation at the public edge -------------------------------------------------
     def _param_dtype(self):
-        return self.dtype or np.dtype(np.float64)
+        return self._dtype
 
     def _validate(self, x, name="x"):
         if not is_device_array(x):

@@ -63,7 +63,8 @@ def load_data(source, n=None, seed=None):
     if source in TOY_DENSITIES:
         return sample_toy(source, 10_000 if n is None else n, seed)
     if os.path.splitext(str(source))[1] == "" and not os.path.exists(str(source)):
-        raise DataError(f"unknown dataset {source!r}; built-in: {', '.join(sorted(TOY_DENSITIES))}, or a .npy/.csv path")
+        names = ", ".join(sorted(TOY_DENSITIES))
+        raise DataError(f"unknown dataset {source!r}; built-in: {names}, or a .npy/.csv path")
     return load_array(source)
 
 

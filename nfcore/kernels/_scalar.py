@@ -2,12 +2,14 @@
 
 Both backends call these: the CPU kernels from their loops and the CUDA kernels from
 their threads (numba compiles an ``@njit`` function for the CUDA target when a
-``@cuda.jit`` kernel calls it). Activations are identified by an integer code so that
-one kernel serves all of them.
+``@cuda.jit`` kernel calls it).
 
-Every activation derivative here is written as a function of the activation's *output*
-``y``: a layer then keeps only its output for backward (tinygrad's habit), and no
-pre-activation buffer is needed.
+Activations come in pairs ``<name>(x, alpha) -> y`` and ``<name>_vjp(g, y, alpha) -> g * phi'(x)``:
+the derivative is written through the *output* ``y``, so a layer keeps only its output for
+backward (tinygrad's habit). The CPU kernels receive the pair as first-class functions, so
+each activation gets its own compiled, vectorisable loop; CUDA kernels select by an integer
+code through ``act_fwd`` / ``act_vjp`` (a warp-uniform branch). Every function keeps its
+argument's dtype: no float literal is mixed into float32 math where it would promote.
 """
 
 import math
@@ -21,7 +23,10 @@ __all__ = [
     "ACT_TANH",
     "ACT_ELU",
     "ACT_SOFTPLUS",
+    "ACT_FWD",
+    "ACT_VJP",
     "act_fwd",
+    "act_vjp",
     "act_grad_from_y",
     "softclamp",
     "softclamp_grad",
@@ -34,54 +39,133 @@ ACT_TANH = 3
 ACT_ELU = 4
 ACT_SOFTPLUS = 5
 
+_jit = njit(cache=True, inline="always", error_model="numpy")
 
-@njit(cache=True, inline="always")
-def act_fwd(x, code, alpha):
-    """y = phi(x) for the activation ``code`` (alpha: leaky slope or ELU scale)."""
-    if code == 1:
-        return x if x > 0 else x - x
-    if code == 2:
-        return x if x > 0 else alpha * x
-    if code == 3:
-        return math.tanh(x)
-    if code == 4:
-        return x if x > 0 else alpha * (math.exp(x) - 1.0)
-    if code == 5:
-        # softplus(x) = log(1 + e^x), written to neither overflow nor lose precision
-        if x > 0:
-            return x + math.log1p(math.exp(-x))
-        return math.log1p(math.exp(x))
+
+@_jit
+def identity(x, alpha):
     return x
 
 
-@njit(cache=True, inline="always")
-def act_grad_from_y(y, code, alpha):
-    """phi'(x) expressed through y = phi(x).
+@_jit
+def identity_vjp(g, y, alpha):
+    return g
 
-    relu: [y > 0]; leaky: 1 or alpha; tanh: 1 - y^2; elu: 1 or y + alpha;
-    softplus: sigmoid(x) = 1 - exp(-y).
-    """
+
+@_jit
+def relu(x, alpha):
+    return x if x > 0 else x - x
+
+
+@_jit
+def relu_vjp(g, y, alpha):
+    return g if y > 0 else g - g
+
+
+@_jit
+def leaky_relu(x, alpha):
+    return x if x > 0 else alpha * x
+
+
+@_jit
+def leaky_relu_vjp(g, y, alpha):
+    # alpha > 0 keeps the sign of the output equal to the sign of the input
+    return g if y > 0 else alpha * g
+
+
+@_jit
+def tanh(x, alpha):
+    return math.tanh(x)
+
+
+@_jit
+def tanh_vjp(g, y, alpha):
+    return g - g * y * y
+
+
+@_jit
+def elu(x, alpha):
+    return x if x > 0 else alpha * math.expm1(x)
+
+
+@_jit
+def elu_vjp(g, y, alpha):
+    # for x <= 0: phi'(x) = alpha e^x = y + alpha
+    return g if y > 0 else g * (y + alpha)
+
+
+@_jit
+def softplus(x, alpha):
+    # log(1 + e^x) without overflow or cancellation
+    if x > 0:
+        return x + math.log1p(math.exp(-x))
+    return math.log1p(math.exp(x))
+
+
+@_jit
+def softplus_vjp(g, y, alpha):
+    # phi'(x) = sigmoid(x) = 1 - e^{-y}
+    return -g * math.expm1(-y)
+
+
+#: activation functions and their VJPs, indexed by code (CPU kernels take them as arguments)
+ACT_FWD = (identity, relu, leaky_relu, tanh, elu, softplus)
+ACT_VJP = (identity_vjp, relu_vjp, leaky_relu_vjp, tanh_vjp, elu_vjp, softplus_vjp)
+
+
+@_jit
+def act_fwd(x, code, alpha):
+    """y = phi(x) for the activation ``code``."""
     if code == 1:
-        return 1.0 if y > 0 else 0.0
+        return relu(x, alpha)
     if code == 2:
-        return 1.0 if y > 0 else alpha
+        return leaky_relu(x, alpha)
     if code == 3:
-        return 1.0 - y * y
+        return tanh(x, alpha)
     if code == 4:
-        return 1.0 if y > 0 else y + alpha
+        return elu(x, alpha)
     if code == 5:
-        return -math.expm1(-y)
-    return 1.0
+        return softplus(x, alpha)
+    return x
 
 
-@njit(cache=True, inline="always")
+@_jit
+def act_vjp(g, y, code, alpha):
+    """g * phi'(x), written through y = phi(x)."""
+    if code == 1:
+        return relu_vjp(g, y, alpha)
+    if code == 2:
+        return leaky_relu_vjp(g, y, alpha)
+    if code == 3:
+        return tanh_vjp(g, y, alpha)
+    if code == 4:
+        return elu_vjp(g, y, alpha)
+    if code == 5:
+        return softplus_vjp(g, y, alpha)
+    return g
+
+
+@_jit
+def act_grad_from_y(y, code, alpha):
+    """phi'(x) expressed through y = phi(x)."""
+    return act_vjp(y - y + 1, y, code, alpha)
+
+
+@_jit
 def softclamp(h, bound):
-    """log s = bound * tanh(h / bound): a log-scale that is ~h near 0 and never leaves (-bound, bound)."""
-    return bound * math.tanh(h / bound)
+    """log s = bound * tanh(h / bound): ~h near 0, never outside (-bound, bound).
+
+    tanh through one expm1 (cheaper than libm's tanh, exact near 0):
+    tanh(u) = sign(u) * (-m) / (2 + m) with m = expm1(-2|u|).
+    """
+    u = h / bound
+    m = math.expm1(-2 * abs(u))
+    t = -m / (2 + m)
+    return bound * t if u >= 0 else -bound * t
 
 
-@njit(cache=True, inline="always")
+@_jit
 def softclamp_grad(logscale, bound):
     """d softclamp / dh written through its output: 1 - (log s / bound)^2."""
     r = logscale / bound
-    return 1.0 - r * r
+    return 1 - r * r

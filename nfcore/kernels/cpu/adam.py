@@ -4,10 +4,12 @@ import math
 
 from numba import njit
 
+_jit = njit(cache=True, error_model="numpy")  # numpy semantics: no zero-division branch, loops vectorise
+
 __all__ = ["adam_update"]
 
 
-@njit(cache=True)
+@_jit
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
     """Bias-corrected Adam with decoupled weight decay (AdamW) over 1-D buffers, in place.
 

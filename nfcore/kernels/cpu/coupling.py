@@ -11,6 +11,8 @@ from numba import njit
 
 from .._scalar import softclamp, softclamp_grad
 
+_jit = njit(cache=True, error_model="numpy")  # numpy semantics: no zero-division branch, loops vectorise
+
 __all__ = [
     "affine_coupling_fwd",
     "affine_coupling_inv",
@@ -21,7 +23,7 @@ __all__ = [
 ]
 
 
-@njit(cache=True)
+@_jit
 def affine_coupling_fwd(x, h, idx_b, bound, z, logdet):
     """z_b = x_b * exp(ls) + t, ls = bound * tanh(h_s / bound); logdet[n] = sum_b ls."""
     n, d = x.shape
@@ -38,7 +40,7 @@ def affine_coupling_fwd(x, h, idx_b, bound, z, logdet):
         logdet[i] = acc
 
 
-@njit(cache=True)
+@_jit
 def affine_coupling_inv(z, h, idx_b, bound, x, logdet):
     """x_b = (z_b - t) * exp(-ls); logdet[n] = -sum_b ls."""
     n, d = z.shape
@@ -55,7 +57,7 @@ def affine_coupling_inv(z, h, idx_b, bound, x, logdet):
         logdet[i] = acc
 
 
-@njit(cache=True)
+@_jit
 def affine_coupling_fwd_bwd(dz, dlogdet, x, h, idx_b, bound, dx, dh):
     """VJP of affine_coupling_fwd.
 
@@ -76,7 +78,7 @@ def affine_coupling_fwd_bwd(dz, dlogdet, x, h, idx_b, bound, dx, dh):
             dh[i, nb + j] = (g * x[i, c] * s + dlogdet[i]) * softclamp_grad(ls, bound)
 
 
-@njit(cache=True)
+@_jit
 def affine_coupling_inv_bwd(dx, dlogdet, x, h, idx_b, bound, dz, dh):
     """VJP of affine_coupling_inv, given its *output* x.
 
@@ -97,7 +99,7 @@ def affine_coupling_inv_bwd(dx, dlogdet, x, h, idx_b, bound, dz, dh):
             dh[i, nb + j] = (-dx[i, c] * x[i, c] - dlogdet[i]) * softclamp_grad(ls, bound)
 
 
-@njit(cache=True)
+@_jit
 def additive_coupling(x, h, idx_b, sign, out):
     """out = x with out_b = x_b + sign * t (sign = +1 forward, -1 inverse); log-det 0."""
     n, d = x.shape
@@ -110,7 +112,7 @@ def additive_coupling(x, h, idx_b, sign, out):
             out[i, c] = x[i, c] + sign * h[i, j]
 
 
-@njit(cache=True)
+@_jit
 def additive_coupling_bwd(dout, idx_b, sign, din, dh):
     """VJP of additive_coupling: din = dout; dt = sign * dout_b."""
     n, d = dout.shape

@@ -7,7 +7,9 @@ caller and written in place; nothing is returned.
 import numpy as np
 from numba import njit
 
-from .._scalar import act_fwd, act_grad_from_y
+from .._scalar import ACT_FWD, ACT_VJP
+
+_jit = njit(cache=True, error_model="numpy")
 
 __all__ = [
     "matmul",
@@ -37,25 +39,34 @@ def matmul_tn_acc(a, b, out):
     out += a.T @ b
 
 
-@njit(cache=True)
 def bias_act(h, b, code, alpha):
     """h[n, j] = phi(h[n, j] + b[j]) in place; h is (N, M), b is (M,)."""
+    _bias_act(h, b, ACT_FWD[code], h.dtype.type(alpha))
+
+
+def bias_act_bwd(dy, y, code, alpha, dh):
+    """dh = dy * phi'(x) with phi' written through the output y = phi(x)."""
+    _bias_act_bwd(dy, y, ACT_VJP[code], y.dtype.type(alpha), dh)
+
+
+# the activation arrives as a first-class function: one specialised, vectorisable loop each
+@_jit
+def _bias_act(h, b, phi, alpha):
     n, m = h.shape
     for i in range(n):
         for j in range(m):
-            h[i, j] = act_fwd(h[i, j] + b[j], code, alpha)
+            h[i, j] = phi(h[i, j] + b[j], alpha)
 
 
-@njit(cache=True)
-def bias_act_bwd(dy, y, code, alpha, dh):
-    """dh = dy * phi'(x) with phi' written through the output y = phi(x)."""
+@_jit
+def _bias_act_bwd(dy, y, phi_vjp, alpha, dh):
     n, m = y.shape
     for i in range(n):
         for j in range(m):
-            dh[i, j] = dy[i, j] * act_grad_from_y(y[i, j], code, alpha)
+            dh[i, j] = phi_vjp(dy[i, j], y[i, j], alpha)
 
 
-@njit(cache=True)
+@_jit
 def colsum_acc(a, out):
     """out[j] += sum_n a[n, j]: the bias gradient (rows reduced serially, no race)."""
     n, m = a.shape
@@ -64,7 +75,7 @@ def colsum_acc(a, out):
             out[j] += a[i, j]
 
 
-@njit(cache=True)
+@_jit
 def add_inplace(a, b):
     """a += b element-wise (2-D)."""
     n, m = a.shape
@@ -73,7 +84,7 @@ def add_inplace(a, b):
             a[i, j] += b[i, j]
 
 
-@njit(cache=True)
+@_jit
 def gather_cols(x, idx, out, offset):
     """out[n, offset + j] = x[n, idx[j]] (assembles a conditioner input in place)."""
     n = x.shape[0]
@@ -83,7 +94,7 @@ def gather_cols(x, idx, out, offset):
             out[i, offset + j] = x[i, idx[j]]
 
 
-@njit(cache=True)
+@_jit
 def scatter_add_cols(src, idx, out):
     """out[n, idx[j]] += src[n, j] for j < len(idx) (idx distinct; extra src columns ignored)."""
     n = out.shape[0]

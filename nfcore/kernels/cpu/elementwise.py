@@ -10,6 +10,8 @@ import math
 import numpy as np
 from numba import njit
 
+_jit = njit(cache=True, error_model="numpy")  # numpy semantics: no zero-division branch, loops vectorise
+
 __all__ = [
     "diag_affine",
     "diag_affine_bwd",
@@ -25,7 +27,7 @@ __all__ = [
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-@njit(cache=True)
+@_jit
 def diag_affine(x, loc, logscale, sign, out):
     """sign=+1: out = x * exp(ls) + loc; sign=-1: out = (x - loc) * exp(-ls). Rows of (R, C)."""
     r, c = x.shape
@@ -37,7 +39,7 @@ def diag_affine(x, loc, logscale, sign, out):
                 out[i, j] = (x[i, j] - loc[j]) * math.exp(-logscale[j])
 
 
-@njit(cache=True)
+@_jit
 def diag_affine_bwd(dout, dlogdet, out, loc, logscale, sign, rows_per_sample, din, dloc, dlogscale):
     """VJP of diag_affine, given its output; accumulates dloc, dlogscale (log-det included).
 
@@ -62,7 +64,7 @@ def diag_affine_bwd(dout, dlogdet, out, loc, logscale, sign, rows_per_sample, di
                 dlogscale[j] -= g * out[i, j] + dl
 
 
-@njit(cache=True)
+@_jit
 def normal_logprob(z, out):
     """out[n] = -0.5 * sum_d z[n, d]^2 - D/2 log(2 pi); z is (N, D)."""
     n, d = z.shape
@@ -73,7 +75,7 @@ def normal_logprob(z, out):
         out[i] = -0.5 * acc - 0.5 * d * _LOG_2PI
 
 
-@njit(cache=True)
+@_jit
 def normal_logprob_bwd(z, dlp, dz):
     """dz[n, d] = -z[n, d] * dlp[n]."""
     n, d = z.shape
@@ -82,7 +84,7 @@ def normal_logprob_bwd(z, dlp, dz):
             dz[i, j] = -z[i, j] * dlp[i]
 
 
-@njit(cache=True)
+@_jit
 def diag_normal_logprob(z, loc, logscale, out):
     """out[n] = sum_d [-0.5 ((z - mu)/s)^2 - log s] - D/2 log(2 pi), s = exp(logscale)."""
     n, d = z.shape
@@ -94,7 +96,7 @@ def diag_normal_logprob(z, loc, logscale, out):
         out[i] = acc - 0.5 * d * _LOG_2PI
 
 
-@njit(cache=True)
+@_jit
 def diag_normal_logprob_bwd(z, loc, logscale, dlp, dz, dloc, dlogscale):
     """VJP: with u = (z - mu)/s, dz = -u/s dlp; dmu += u/s dlp; dlogs += (u^2 - 1) dlp."""
     n, d = z.shape
@@ -108,7 +110,7 @@ def diag_normal_logprob_bwd(z, loc, logscale, dlp, dz, dloc, dlogscale):
             dlogscale[j] += (u * u - 1.0) * g
 
 
-@njit(cache=True)
+@_jit
 def sumsq(a):
     """sum of squares of a 1-D array, accumulated in float64."""
     acc = 0.0
@@ -117,7 +119,7 @@ def sumsq(a):
     return acc
 
 
-@njit(cache=True)
+@_jit
 def scale_inplace(a, c):
     """a *= c for a 1-D array."""
     for i in range(a.shape[0]):

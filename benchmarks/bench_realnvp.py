@@ -1,0 +1,205 @@
+"""RealNVP throughput: nfcore vs zuko and nflows, measured side by side in one process.
+
+For each configuration (D, hidden, batch) it times, after a warm-up (JIT compile excluded):
+a training step (zero grads, forward, backward, Adam), log_prob, and sampling; all float32.
+Libraries are interleaved round by round and the median is reported, so a noisy neighbour
+hurts all of them alike. Prints one markdown table with samples/s and nfcore's speed-up
+over the fastest peer.
+
+    pip install '.[bench]'            # torch (CPU), zuko, nflows
+    python benchmarks/bench_realnvp.py [--quick] [--rounds R]
+"""
+
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import nfcore
+
+CONFIGS = [  # (D, hidden, layers, batch)
+    (2, 64, 8, 256),
+    (2, 64, 8, 4096),
+    (64, 256, 8, 256),
+    (64, 256, 8, 4096),
+]
+
+
+def _timeit(fn, min_time):
+    """Seconds per call of fn, repeated for at least min_time."""
+    n = 0
+    t0 = time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        dt = time.perf_counter() - t0
+        if dt >= min_time:
+            return dt / n
+
+
+class NfcoreCase:
+    name = "nfcore"
+
+    def __init__(self, d, hidden, layers, batch):
+        self.flow = nfcore.build({"flow": "realnvp", "dim": d, "layers": layers, "hidden": [hidden, hidden],
+                                  "dtype": "float32", "permute": "none"})
+        self.opt = nfcore.Adam(self.flow.parameters(), lr=1e-4)
+        self.x = np.random.default_rng(0).normal(size=(batch, d)).astype(np.float32)
+        self.batch = batch
+
+    def train_step(self):
+        self.opt.zero_grad()
+        self.flow.loss_and_grad(self.x)
+        self.opt.step()
+
+    def log_prob(self):
+        self.flow.log_prob(self.x)
+
+    def sample(self):
+        self.flow.sample(self.batch, seed=0)
+
+
+class ZukoCase:
+    name = "zuko"
+
+    def __init__(self, d, hidden, layers, batch):
+        import torch
+        import zuko
+
+        self.torch = torch
+        self.flow = zuko.flows.RealNVP(d, transforms=layers, hidden_features=(hidden, hidden))
+        self.opt = torch.optim.Adam(self.flow.parameters(), lr=1e-4)
+        self.x = torch.from_numpy(np.random.default_rng(0).normal(size=(batch, d)).astype(np.float32))
+        self.batch = batch
+
+    def train_step(self):
+        self.opt.zero_grad()
+        loss = -self.flow().log_prob(self.x).mean()
+        loss.backward()
+        self.opt.step()
+
+    def log_prob(self):
+        with self.torch.no_grad():
+            self.flow().log_prob(self.x)
+
+    def sample(self):
+        with self.torch.no_grad():
+            self.flow().sample((self.batch,))
+
+
+class NflowsCase:
+    name = "nflows"
+
+    def __init__(self, d, hidden, layers, batch):
+        import torch
+        from nflows.distributions import StandardNormal
+        from nflows.flows import Flow
+        from nflows.nn.nets import MLP
+        from nflows.transforms import AffineCouplingTransform, CompositeTransform
+
+        self.torch = torch
+
+        class Net(torch.nn.Module):  # nflows' MLP takes no context argument
+            def __init__(self, i, o):
+                super().__init__()
+                self.mlp = MLP((i,), (o,), hidden_sizes=[hidden, hidden])
+
+            def forward(self, x, context=None):
+                return self.mlp(x)
+
+        def net(i, o):
+            return Net(i, o)
+
+        ts = [AffineCouplingTransform((torch.arange(d) + k) % 2, net) for k in range(layers)]
+        self.flow = Flow(CompositeTransform(ts), StandardNormal([d]))
+        self.opt = torch.optim.Adam(self.flow.parameters(), lr=1e-4)
+        self.x = torch.from_numpy(np.random.default_rng(0).normal(size=(batch, d)).astype(np.float32))
+        self.batch = batch
+
+    def train_step(self):
+        self.opt.zero_grad()
+        loss = -self.flow.log_prob(self.x).mean()
+        loss.backward()
+        self.opt.step()
+
+    def log_prob(self):
+        with self.torch.no_grad():
+            self.flow.log_prob(self.x)
+
+    def sample(self):
+        with self.torch.no_grad():
+            self.flow.sample(self.batch)
+
+
+def peers():
+    cases = []
+    try:
+        import torch
+
+        torch.set_num_threads(2)
+        cases.append(ZukoCase)
+        cases.append(NflowsCase)
+    except ImportError:
+        print("torch not installed: nfcore only (pip install '.[bench]' for the peers)", file=sys.stderr)
+    return cases
+
+
+def run(configs, rounds, min_time, ops=("train_step", "log_prob", "sample")):
+    rows = []
+    classes = [NfcoreCase, *peers()]
+    for d, hidden, layers, batch in configs:
+        cases = []
+        for cls in classes:
+            try:
+                cases.append(cls(d, hidden, layers, batch))
+            except ImportError as err:
+                print(f"skipping {cls.name}: {err}", file=sys.stderr)
+        for op in ops:
+            times = {c.name: [] for c in cases}
+            for c in cases:  # warm-up: JIT compile, allocator, caches
+                for _ in range(3):
+                    getattr(c, op)()
+            for _ in range(rounds):
+                for c in cases:
+                    times[c.name].append(_timeit(getattr(c, op), min_time))
+            med = {k: statistics.median(v) for k, v in times.items()}
+            peer = {k: v for k, v in med.items() if k != "nfcore"}
+            best = min(peer, key=peer.get) if peer else None
+            row = {"D": d, "hidden": hidden, "batch": batch, "op": op}
+            for k, v in med.items():
+                row[k] = batch / v
+            row["ratio"] = (peer[best] / med["nfcore"]) if best else float("nan")
+            row["vs"] = best or "-"
+            rows.append(row)
+            print(_fmt_row(row, [c.name for c in cases]), flush=True)
+    return rows
+
+
+def _fmt_row(row, names):
+    cells = [f"{row['D']}", f"{row['hidden']}", f"{row['batch']}", row["op"]]
+    cells += [f"{row[n]:,.0f}" if n in row else "-" for n in names]
+    cells += [f"{row['ratio']:.2f}x vs {row['vs']}"]
+    return "| " + " | ".join(cells) + " |"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="one round, short timings (a smoke run)")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--min-time", type=float, default=0.3, help="seconds per timing")
+    p.add_argument("--config", type=int, action="append", help="index into CONFIGS (repeatable)")
+    args = p.parse_args(argv)
+    configs = [CONFIGS[i] for i in args.config] if args.config else CONFIGS
+    names = ["nfcore"] + [c.name for c in peers()]
+    print("samples/s (median of interleaved rounds), float32, 2 threads; ratio = fastest peer's time / nfcore's")
+    print("| D | hidden | batch | op | " + " | ".join(names) + " | nfcore speed-up |")
+    print("|" + "---|" * (5 + len(names)))
+    if args.quick:
+        return run(configs, 1, 0.05)
+    return run(configs, args.rounds, args.min_time)
+
+
+if __name__ == "__main__":
+    main()
