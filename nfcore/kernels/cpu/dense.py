@@ -7,7 +7,7 @@ caller and written in place; nothing is returned.
 import numpy as np
 from numba import njit
 
-from .._scalar import ACT_FWD, ACT_VJP
+from .._scalar import act_fwd, act_vjp
 
 _jit = njit(cache=True, error_model="numpy")
 
@@ -40,30 +40,34 @@ def matmul_tn_acc(a, b, out):
 
 
 def bias_act(h, b, code, alpha):
-    """h[n, j] = phi(h[n, j] + b[j]) in place; h is (N, M), b is (M,)."""
-    _bias_act(h, b, ACT_FWD[code], h.dtype.type(alpha))
+    """h[n, j] = phi(h[n, j] + b[j]) in place; h is (N, M), b is (M,).
+
+    The branch on ``code`` is loop-invariant: LLVM unswitches it, so each activation runs
+    a branch-free loop (vectorised where the math allows; libm calls stay scalar). alpha is
+    cast to the array's dtype so float32 math never promotes to float64.
+    """
+    _bias_act(h, b, code, h.dtype.type(alpha))
 
 
 def bias_act_bwd(dy, y, code, alpha, dh):
     """dh = dy * phi'(x) with phi' written through the output y = phi(x)."""
-    _bias_act_bwd(dy, y, ACT_VJP[code], y.dtype.type(alpha), dh)
+    _bias_act_bwd(dy, y, code, y.dtype.type(alpha), dh)
 
 
-# the activation arrives as a first-class function: one specialised, vectorisable loop each
 @_jit
-def _bias_act(h, b, phi, alpha):
+def _bias_act(h, b, code, alpha):
     n, m = h.shape
     for i in range(n):
         for j in range(m):
-            h[i, j] = phi(h[i, j] + b[j], alpha)
+            h[i, j] = act_fwd(h[i, j] + b[j], code, alpha)
 
 
 @_jit
-def _bias_act_bwd(dy, y, phi_vjp, alpha, dh):
+def _bias_act_bwd(dy, y, code, alpha, dh):
     n, m = y.shape
     for i in range(n):
         for j in range(m):
-            dh[i, j] = phi_vjp(dy[i, j], y[i, j], alpha)
+            dh[i, j] = act_vjp(dy[i, j], y[i, j], code, alpha)
 
 
 @_jit
