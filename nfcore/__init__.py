@@ -25,8 +25,8 @@ from .errors import (
     ShapeError,
 )
 from .models import build
-from .train import Adam, evaluate_nll, fit, fit_reverse_kl, load, save
 from .nn import MLP, Linear
+from .train import Adam, evaluate_nll, fit, fit_reverse_kl, load, save
 from .transforms import (
     AdditiveCoupling,
     AffineCoupling,

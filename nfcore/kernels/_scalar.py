@@ -27,7 +27,6 @@ __all__ = [
     "ACT_VJP",
     "act_fwd",
     "act_vjp",
-    "act_grad_from_y",
     "softclamp",
     "softclamp_grad",
 ]
@@ -143,12 +142,6 @@ def act_vjp(g, y, code, alpha):
     if code == 5:
         return softplus_vjp(g, y, alpha)
     return g
-
-
-@_jit
-def act_grad_from_y(y, code, alpha):
-    """phi'(x) expressed through y = phi(x)."""
-    return act_vjp(y - y + 1, y, code, alpha)
 
 
 @_jit

@@ -1,0 +1,37 @@
+"""CUDA Adam: one fused pass over the flat parameter buffer, one thread per element."""
+
+import math
+import sys
+
+from numba import cuda
+
+__all__ = ["adam_update"]
+
+# the package (nfcore.kernels.cuda) holds the launch settings; read them at call time so tests can shrink them
+_pkg = sys.modules[__package__]
+
+
+@cuda.jit(cache=True)
+def _adam_kernel(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
+    i = cuda.grid(1)
+    if i < p.shape[0]:
+        gi = g[i]
+        mi = beta1 * m[i] + (1.0 - beta1) * gi
+        vi = beta2 * v[i] + (1.0 - beta2) * gi * gi
+        m[i] = mi
+        v[i] = vi
+        p[i] = p[i] - lr * ((mi / bc1) / (math.sqrt(vi / bc2) + eps) + weight_decay * p[i])
+
+
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
+    """Bias-corrected Adam with decoupled weight decay (AdamW) over 1-D buffers, in place.
+
+    m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
+    p <- p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps) - lr * wd * p
+    """
+    # the bias corrections are the same for every element: computed once, on the host
+    bc1 = 1.0 - float(beta1) ** int(step)
+    bc2 = 1.0 - float(beta2) ** int(step)
+    _adam_kernel[_pkg._grid(p.shape[0])](
+        p, g, m, v, float(lr), float(beta1), float(beta2), float(eps), float(weight_decay), bc1, bc2
+    )

@@ -1,0 +1,265 @@
+"""CUDA element-wise ops: diagonal affine maps, Gaussian log-densities, reductions.
+
+A "diagonal affine" map ``out = x * exp(ls) + loc`` (and its inverse) serves NICE's scaling
+layer, data standardisation and (on ``(N*H*W, C)`` rows) Glow's actnorm; ``rows_per_sample``
+says how many rows belong to one sample so that the log-det gradient is routed right.
+
+Per-sample sums (log-densities) use one thread per row. Per-parameter sums (``dloc``,
+``dlogscale``) use one thread per (column, chunk of rows), fused with the element-wise
+gradient, then ``dense.colsum_acc`` over the chunk sums: deterministic, no atomics.
+``total`` and ``sumsq`` reduce on the device in float64 (a grid-stride loop, then a tree in
+shared memory per block, then one block over the block sums) and copy one float back.
+"""
+
+import math
+import sys
+
+import numpy as np
+from numba import cuda, float64
+
+from .dense import _chunk_sums_target, _column_chunks, _column_grid, _finish_chunk_sums
+
+__all__ = [
+    "diag_affine",
+    "diag_affine_bwd",
+    "normal_logprob",
+    "normal_logprob_bwd",
+    "diag_normal_logprob",
+    "diag_normal_logprob_bwd",
+    "sumsq",
+    "scale_inplace",
+    "total",
+]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+#: shared-memory slots of a reduction block, so the most threads a reduction block is launched with
+_REDUCE_THREADS = 256
+
+# the package (nfcore.kernels.cuda) holds the launch settings; read them at call time so tests can shrink them
+_pkg = sys.modules[__package__]
+
+
+# -- diagonal affine -------------------------------------------------------------------------
+
+
+@cuda.jit(cache=True)
+def _diag_affine_kernel(x, loc, logscale, sign, out):
+    t = cuda.grid(1)
+    c = x.shape[1]
+    if t < x.shape[0] * c:
+        i = t // c
+        j = t - i * c
+        if sign > 0:
+            out[i, j] = x[i, j] * math.exp(logscale[j]) + loc[j]
+        else:
+            out[i, j] = (x[i, j] - loc[j]) * math.exp(-logscale[j])
+
+
+@cuda.jit(cache=True)
+def _diag_affine_bwd_kernel(
+    dout, dlogdet, out, loc, logscale, sign, rows_per_sample, chunk, din, dloc_part, dls_part, accumulate
+):
+    j = cuda.grid(1)
+    ch = cuda.blockIdx.y
+    if j < dout.shape[1]:
+        s = math.exp(logscale[j])
+        inv_s = math.exp(-logscale[j])
+        acc_loc = 0.0
+        acc_ls = 0.0
+        for i in range(ch * chunk, min(dout.shape[0], (ch + 1) * chunk)):
+            g = dout[i, j]
+            dl = dlogdet[i // rows_per_sample]
+            if sign > 0:
+                din[i, j] = g * s
+                acc_loc += g
+                acc_ls += g * (out[i, j] - loc[j]) + dl
+            else:
+                gi = g * inv_s
+                din[i, j] = gi
+                acc_loc -= gi
+                acc_ls -= g * out[i, j] + dl
+        if accumulate:
+            dloc_part[ch, j] += acc_loc
+            dls_part[ch, j] += acc_ls
+        else:
+            dloc_part[ch, j] = acc_loc
+            dls_part[ch, j] = acc_ls
+
+
+def diag_affine(x, loc, logscale, sign, out):
+    """sign=+1: out = x * exp(ls) + loc; sign=-1: out = (x - loc) * exp(-ls). Rows of (R, C)."""
+    _diag_affine_kernel[_pkg._grid(x.size)](x, loc, logscale, sign, out)
+
+
+def diag_affine_bwd(dout, dlogdet, out, loc, logscale, sign, rows_per_sample, din, dloc, dlogscale):
+    """VJP of diag_affine, given its output; accumulates dloc, dlogscale (log-det included).
+
+    Forward (sign=+1), out = x e^ls + loc, logdet = rps * sum ls:
+        din = dout e^ls; dloc += sum dout; dls += sum dout (out - loc) + sum_n dlogdet.
+    Inverse (sign=-1), out = (x - loc) e^-ls, logdet = -rps * sum ls:
+        din = dout e^-ls; dloc -= sum dout e^-ls; dls -= sum dout out + sum_n dlogdet.
+    """
+    rows, cols = dout.shape
+    chunk, nchunks = _column_chunks(rows)
+    loc_part, accumulate = _chunk_sums_target(dloc, nchunks)
+    ls_part, _ = _chunk_sums_target(dlogscale, nchunks)
+    _diag_affine_bwd_kernel[_column_grid(cols, nchunks)](
+        dout, dlogdet, out, loc, logscale, sign, rows_per_sample, chunk, din, loc_part, ls_part, accumulate
+    )
+    _finish_chunk_sums(loc_part, dloc)
+    _finish_chunk_sums(ls_part, dlogscale)
+
+
+# -- Gaussian log-densities ------------------------------------------------------------------
+
+
+@cuda.jit(cache=True)
+def _normal_logprob_kernel(z, out):
+    i = cuda.grid(1)
+    if i < z.shape[0]:
+        d = z.shape[1]
+        acc = 0.0
+        for j in range(d):
+            acc += z[i, j] * z[i, j]
+        out[i] = -0.5 * acc - 0.5 * d * _LOG_2PI
+
+
+@cuda.jit(cache=True)
+def _normal_logprob_bwd_kernel(z, dlp, dz):
+    t = cuda.grid(1)
+    d = z.shape[1]
+    if t < z.shape[0] * d:
+        i = t // d
+        j = t - i * d
+        dz[i, j] = -z[i, j] * dlp[i]
+
+
+@cuda.jit(cache=True)
+def _diag_normal_logprob_kernel(z, loc, logscale, out):
+    i = cuda.grid(1)
+    if i < z.shape[0]:
+        d = z.shape[1]
+        acc = 0.0
+        for j in range(d):
+            u = (z[i, j] - loc[j]) * math.exp(-logscale[j])
+            acc += -0.5 * u * u - logscale[j]
+        out[i] = acc - 0.5 * d * _LOG_2PI
+
+
+@cuda.jit(cache=True)
+def _diag_normal_logprob_bwd_kernel(z, loc, logscale, dlp, chunk, dz, dloc_part, dls_part, accumulate):
+    j = cuda.grid(1)
+    ch = cuda.blockIdx.y
+    if j < z.shape[1]:
+        inv_s = math.exp(-logscale[j])
+        acc_loc = 0.0
+        acc_ls = 0.0
+        for i in range(ch * chunk, min(z.shape[0], (ch + 1) * chunk)):
+            g = dlp[i]
+            u = (z[i, j] - loc[j]) * inv_s
+            dz[i, j] = -u * inv_s * g
+            acc_loc += u * inv_s * g
+            acc_ls += (u * u - 1.0) * g
+        if accumulate:
+            dloc_part[ch, j] += acc_loc
+            dls_part[ch, j] += acc_ls
+        else:
+            dloc_part[ch, j] = acc_loc
+            dls_part[ch, j] = acc_ls
+
+
+def normal_logprob(z, out):
+    """out[n] = -0.5 * sum_d z[n, d]^2 - D/2 log(2 pi); z is (N, D)."""
+    _normal_logprob_kernel[_pkg._grid(z.shape[0])](z, out)
+
+
+def normal_logprob_bwd(z, dlp, dz):
+    """dz[n, d] = -z[n, d] * dlp[n]."""
+    _normal_logprob_bwd_kernel[_pkg._grid(z.size)](z, dlp, dz)
+
+
+def diag_normal_logprob(z, loc, logscale, out):
+    """out[n] = sum_d [-0.5 ((z - mu)/s)^2 - log s] - D/2 log(2 pi), s = exp(logscale)."""
+    _diag_normal_logprob_kernel[_pkg._grid(z.shape[0])](z, loc, logscale, out)
+
+
+def diag_normal_logprob_bwd(z, loc, logscale, dlp, dz, dloc, dlogscale):
+    """VJP: with u = (z - mu)/s, dz = -u/s dlp; dmu += u/s dlp; dlogs += (u^2 - 1) dlp."""
+    rows, cols = z.shape
+    chunk, nchunks = _column_chunks(rows)
+    loc_part, accumulate = _chunk_sums_target(dloc, nchunks)
+    ls_part, _ = _chunk_sums_target(dlogscale, nchunks)
+    _diag_normal_logprob_bwd_kernel[_column_grid(cols, nchunks)](
+        z, loc, logscale, dlp, chunk, dz, loc_part, ls_part, accumulate
+    )
+    _finish_chunk_sums(loc_part, dloc)
+    _finish_chunk_sums(ls_part, dlogscale)
+
+
+# -- reductions to one number, scaling -------------------------------------------------------
+
+
+@cuda.jit(cache=True)
+def _block_sums_kernel(a, square, partial):
+    """partial[block] = sum of a[i] (square=0) or a[i]^2 (square=1) over the block's grid-stride share."""
+    buf = cuda.shared.array(_REDUCE_THREADS, float64)
+    tid = cuda.threadIdx.x
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    acc = float64(0.0)
+    while i < a.shape[0]:
+        v = float64(a[i])
+        if square:
+            acc += v * v
+        else:
+            acc += v
+        i += stride
+    buf[tid] = acc
+    cuda.syncthreads()
+    # a tree over the block's threads, in a fixed order (any block size)
+    bd = cuda.blockDim.x
+    s = 1
+    while s < bd:
+        if tid % (2 * s) == 0 and tid + s < bd:
+            buf[tid] += buf[tid + s]
+        cuda.syncthreads()
+        s *= 2
+    if tid == 0:
+        partial[cuda.blockIdx.x] = buf[0]
+
+
+def _reduce(a, square):
+    flat = _pkg._flat(a)
+    threads = min(int(_pkg.THREADS_PER_BLOCK), _REDUCE_THREADS)
+    # at most `threads` blocks: enough to fill a GPU, and the second pass then strides only a little
+    blocks = max(1, min(-(-flat.shape[0] // threads), threads))
+    partial = cuda.device_array(blocks, dtype=np.float64)
+    _block_sums_kernel[blocks, threads](flat, square, partial)
+    if blocks > 1:
+        result = cuda.device_array(1, dtype=np.float64)
+        _block_sums_kernel[1, threads](partial, 0, result)
+        partial = result
+    return float(_pkg.to_host(partial)[0])
+
+
+def sumsq(a):
+    """sum of squares of a 1-D array, accumulated in float64 (a Python float)."""
+    return _reduce(a, 1)
+
+
+def total(a):
+    """sum of all elements as a Python float (float64 accumulation)."""
+    return _reduce(a, 0)
+
+
+@cuda.jit(cache=True)
+def _scale_kernel(a, c):
+    i = cuda.grid(1)
+    if i < a.shape[0]:
+        a[i] *= c
+
+
+def scale_inplace(a, c):
+    """a *= c for a 1-D array."""
+    _scale_kernel[_pkg._grid(a.shape[0])](a, c)

@@ -1,0 +1,478 @@
+"""CPU/CUDA parity of every op and of whole training steps, run as a script in its own process.
+
+    NUMBA_ENABLE_CUDASIM=1 python tests/cuda_parity_script.py --tpb 4 --chunk 3 --tile 4
+    python tests/cuda_parity_script.py          # on a GPU, with the default launch settings
+    python tests/cuda_parity_script.py --ptx    # no GPU: compile every kernel launched to PTX
+
+numba's CUDA simulator must be switched on before numba is imported, hence a process of its
+own (``tests/test_cuda_parity.py`` runs it). Every op of ``nfcore.kernels.cuda`` runs on the
+same small random inputs as its twin in ``nfcore.kernels.cpu``, in float32 and float64;
+write-only outputs start as NaN on both sides so that an element a kernel misses shows up.
+Sizes follow the launch settings (``--tpb``, ``--chunk``, ``--tile``) so that every kernel
+spans several blocks, row chunks and GEMM tiles, with ragged edges. Then whole flows: a
+CPU model and a copy moved to the device must agree on log_prob, loss and every gradient,
+Adam steps, sampling and the reverse-KL gradient.
+
+``--ptx`` is the type check the simulator cannot give (it runs kernels as Python): with no
+GPU, each kernel launch is replaced by ``cuda.compile_ptx`` for the argument types of that
+launch. It needs CUDA's compiler libraries, NVVM and NVRTC (pip: nvidia-cuda-nvcc-cu12 and
+nvidia-cuda-nvrtc-cu12); without them the script exits 77.
+
+Output: one line per check and dtype, ``PASS|FAIL|SKIP <check> <dtype> <detail>``; exit 1
+on any FAIL, 2 when there is no CUDA (nor simulator) at all.
+"""
+
+import argparse
+import math
+import os
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+if __name__ == "__main__":  # run as a script: import the nfcore of this checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+from numba.core.errors import NumbaPerformanceWarning  # noqa: E402
+
+from nfcore.kernels import cpu  # noqa: E402
+
+__all__ = ["CHECKS", "FLOW_CHECKS", "main"]
+
+#: end-to-end checks: (label, config, dtype) x sub-check
+FLOWS = {
+    "realnvp": {"dim": 3, "layers": 2, "hidden": [4], "dtype": "float64"},
+    "nice_diag": {
+        "flow": "nice",
+        "dim": 3,
+        "layers": 2,
+        "hidden": [4, 4],
+        "activation": "tanh",
+        "residual": True,
+        "base": "diag",
+        "permute": "reverse",
+        "dtype": "float64",
+    },
+    "realnvp32": {"dim": 3, "layers": 2, "hidden": [4], "activation": "elu", "dtype": "float32"},
+}
+FLOW_PARTS = ["log_prob", "loss_and_grad", "sample", "adam", "reverse_kl"]
+FLOW_CHECKS = [f"flow_{label}.{part}" for label in FLOWS for part in FLOW_PARTS]
+#: every check the script reports on: one per public op name, the name list itself, the flows
+CHECKS = [*cpu.__all__, "public_names", *FLOW_CHECKS]
+
+DTYPES = (np.float32, np.float64)
+TOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-11}
+
+
+# -- inputs ----------------------------------------------------------------------------------
+
+
+class Sizes:
+    """Problem sizes derived from the launch settings: several blocks, chunks and tiles each."""
+
+    def __init__(self, tpb, chunk, tile):
+        self.n = 2 * tpb + 1  # rows of one-thread-per-row kernels: three blocks, the last one ragged
+        self.d = 5
+        self.cols = tpb + 1  # columns of column reductions: two blocks
+        self.rows = max(2 * chunk + 1, chunk * chunk + 2)  # chunk sums that are reduced in chunks again
+        self.flat = 3 * tpb + 1
+        self.gemm = (tile + 3, 2 * tile + 1, tile + 2)  # (N, K, M): ragged in every direction
+
+
+def _nan(shape, dt):
+    return np.full(shape, np.nan, dtype=dt)
+
+
+def _act_output(rng, shape, dt, code, alpha):
+    """A valid activation output y = phi(h) (what bias_act_bwd is given in a layer)."""
+    y = rng.normal(size=shape).astype(dt)
+    cpu.bias_act(y, np.zeros(shape[1], dt), code, alpha)
+    return y
+
+
+ACTS = [(0, 0.0), (1, 0.0), (2, 0.1), (3, 0.0), (4, 1.0), (5, 0.0)]
+
+
+def op_cases(rng, dt, s):
+    """{op name: [(label, args, indices of args that are outputs)]}; scalars pass unchanged."""
+
+    def r(*shape, scale=1.0):
+        return (scale * rng.normal(size=shape)).astype(dt)
+
+    n, d = s.n, s.d
+    gn, gk, gm = s.gemm
+    idx_b = np.array([3, 0], dtype=np.int64)  # unsorted on purpose
+    nb = idx_b.size
+    perm = np.array([4, 1, 3], dtype=np.int64)
+    flat = s.flat
+    cases = {
+        "matmul": [("", [r(gn, gk), r(gk, gm), _nan((gn, gm), dt)], [2])],
+        "matmul_nt": [("", [r(gn, gm), r(gk, gm), _nan((gn, gk), dt)], [2])],
+        "matmul_tn_acc": [("", [r(gn, gk), r(gn, gm), r(gk, gm)], [2])],
+        "bias_act": [(f"code={c}", [r(n, d, scale=2.0), r(d), c, a], [0]) for c, a in ACTS],
+        "bias_act_bwd": [
+            (f"code={c}", [r(n, d), _act_output(rng, (n, d), dt, c, a), c, a, _nan((n, d), dt)], [4]) for c, a in ACTS
+        ],
+        "colsum_acc": [(f"rows={rows}", [r(rows, s.cols), r(s.cols)], [1]) for rows in (s.rows, 2)],
+        "add_inplace": [("", [r(n, d), r(n, d)], [0])],
+        "gather_cols": [("offset=2", [r(n, d), perm, r(n, perm.size + 3), 2], [2])],
+        "scatter_add_cols": [("", [r(n, perm.size + 1), perm, r(n, d)], [2])],
+        "affine_coupling_fwd": [
+            ("", [r(n, d), r(n, 2 * nb, scale=3.0), idx_b, 2.0, _nan((n, d), dt), _nan(n, dt)], [4, 5])
+        ],
+        "affine_coupling_inv": [
+            ("", [r(n, d), r(n, 2 * nb, scale=3.0), idx_b, 2.0, _nan((n, d), dt), _nan(n, dt)], [4, 5])
+        ],
+        "affine_coupling_fwd_bwd": [
+            (
+                "",
+                [r(n, d), r(n), r(n, d), r(n, 2 * nb, scale=3.0), idx_b, 2.0, _nan((n, d), dt), _nan((n, 2 * nb), dt)],
+                [6, 7],
+            )
+        ],
+        "affine_coupling_inv_bwd": [
+            (
+                "",
+                [r(n, d), r(n), r(n, d), r(n, 2 * nb, scale=3.0), idx_b, 2.0, _nan((n, d), dt), _nan((n, 2 * nb), dt)],
+                [6, 7],
+            )
+        ],
+        "additive_coupling": [
+            (f"sign={sg}", [r(n, d), r(n, nb), idx_b, sg, _nan((n, d), dt)], [4]) for sg in (1.0, -1.0)
+        ],
+        "additive_coupling_bwd": [
+            (f"sign={sg}", [r(n, d), idx_b, sg, _nan((n, d), dt), _nan((n, nb), dt)], [3, 4]) for sg in (1.0, -1.0)
+        ],
+        "diag_affine": [(f"sign={sg}", [r(n, d), r(d), r(d), sg, _nan((n, d), dt)], [4]) for sg in (1, -1)],
+        "diag_affine_bwd": [
+            (
+                f"sign={sg},rps={rps}",
+                [r(rows, d), r(rows // rps), r(rows, d), r(d), r(d), sg, rps, _nan((rows, d), dt), r(d), r(d)],
+                [7, 8, 9],
+            )
+            for sg in (1, -1)
+            for rows, rps in ((s.rows - s.rows % 3, 3), (2, 1))
+        ],
+        "normal_logprob": [("", [r(n, d), _nan(n, dt)], [1])],
+        "normal_logprob_bwd": [("", [r(n, d), r(n), _nan((n, d), dt)], [2])],
+        "diag_normal_logprob": [("", [r(n, d), r(d), r(d, scale=0.5), _nan(n, dt)], [3])],
+        "diag_normal_logprob_bwd": [
+            (f"rows={rows}", [r(rows, d), r(d), r(d, scale=0.5), r(rows), _nan((rows, d), dt), r(d), r(d)], [4, 5, 6])
+            for rows in (s.rows, 2)
+        ],
+        "sumsq": [("", [r(flat)], [])],
+        "total": [("2-D", [r(n, d)], []), ("long", [r(40 * flat)], [])],
+        "scale_inplace": [("", [r(flat), 0.37], [0])],
+        "adam_update": [("", [r(flat), r(flat), r(flat), np.abs(r(flat)), 0.01, 0.9, 0.999, 1e-8, 0.01, 3], [0, 2, 3])],
+        "fill": [("", [r(n, d), 0.25], [0])],
+        "iadd": [("", [r(n, d), r(n, d)], [0])],
+        "add_scalar": [("", [r(flat), -0.75], [0])],
+        "axpy": [("", [-0.3, r(n, d), r(n, d)], [2])],
+    }
+    return cases
+
+
+def _err(got, want):
+    """max |got - want| / (1 + |want|); inf when either side is not finite."""
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape:
+        return math.inf
+    if not (np.all(np.isfinite(got)) and np.all(np.isfinite(want))):
+        return math.inf
+    return float(np.max(np.abs(got - want) / (1.0 + np.abs(want)), initial=0.0))
+
+
+# -- op checks -------------------------------------------------------------------------------
+
+
+def run_op(dev, name, variants, dt):
+    """Max error of one op over its variants (each on fresh copies on both sides)."""
+    worst, where = 0.0, ""
+    for label, args, outs in variants:
+        host = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+        on_dev = [dev.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
+        want = getattr(cpu, name)(*host)
+        got = getattr(dev, name)(*on_dev)
+        errs = [_err(dev.to_host(on_dev[k]), host[k]) for k in outs]
+        if want is not None or got is not None:
+            errs.append(_err(got, want) if isinstance(got, float) else math.inf)
+        e = max(errs)
+        if e >= worst:
+            worst, where = e, label
+    return worst, where
+
+
+def misc_checks(dev, dt, s):
+    """The allocation and transfer functions: {name: (ok, detail)}."""
+    rng = np.random.default_rng(7)
+    out = {}
+    out["name"] = (dev.name == "cuda", f"name={dev.name!r}")
+    shape = (s.n, 3)
+    e = dev.empty(shape, dt)
+    out["empty"] = (tuple(e.shape) == shape and np.dtype(e.dtype) == dt, f"shape={tuple(e.shape)} dtype={e.dtype}")
+    z = dev.zeros(shape, dt)
+    hz = dev.to_host(z)
+    out["zeros"] = (hz.shape == shape and hz.dtype == dt and not hz.any(), f"shape={hz.shape}")
+    x = rng.normal(size=shape).astype(dt)
+    dx = dev.asarray(x)
+    same = dev.asarray(dx) is dx
+    cast = dev.to_host(dev.asarray(dx, dtype=np.float64 if dt == np.float32 else np.float32))
+    from_list = dev.to_host(dev.asarray([[1.0, 2.0]], dtype=dt))
+    out["asarray"] = (
+        np.array_equal(dev.to_host(dx), x)
+        and same
+        and np.allclose(cast, x, rtol=1e-6)
+        and from_list.dtype == dt
+        and from_list.shape == (1, 2),
+        f"device_as_is={same}",
+    )
+    h = dev.to_host(dx)
+    out["to_host"] = (
+        isinstance(h, np.ndarray) and np.array_equal(h, x) and np.array_equal(dev.to_host(x), x),
+        f"type={type(h).__name__}",
+    )
+    c = dev.copy(dx)
+    dev.fill(c, 3.0)
+    out["copy"] = (np.array_equal(dev.to_host(dx), x) and np.all(dev.to_host(c) == 3.0), "independent copy")
+    flat = dev.asarray(np.arange(12, dtype=dt))
+    v = dev.reshape(flat, (3, -1))
+    dev.fill(dev.reshape(v, (12,)), 1.0)  # a view: the write shows through the original
+    sliced = dev.reshape(flat[4:10], (2, 3))
+    out["reshape"] = (
+        tuple(v.shape) == (3, 4) and np.all(dev.to_host(flat) == 1.0) and tuple(sliced.shape) == (2, 3),
+        f"shape={tuple(v.shape)}",
+    )
+    return out
+
+
+# -- whole flows -----------------------------------------------------------------------------
+
+
+def flow_checks(dev, label, cfg):
+    """{part: error} for a CPU flow and its device copy (same parameters, same inputs)."""
+    from nfcore import build, gradcheck
+    from nfcore.train.adam import Adam
+
+    dt = np.dtype(cfg["dtype"])
+    rng = np.random.default_rng(3)
+    host = build(cfg)
+    gradcheck.randomize_parameters(host, seed=1)
+    devf = build(cfg).to("cuda")
+    devf.load_state_dict(host.state_dict())  # a device model loads a host state
+    x = rng.normal(size=(6, cfg["dim"])).astype(dt)
+    res = {}
+
+    res["log_prob"] = max(
+        _err(dev.to_host(devf.log_prob(x)), host.log_prob(x)),
+        _err(dev.to_host(devf.log_prob(dev.asarray(x))), host.log_prob(x)),
+    )
+
+    def grads(m):
+        return {k: np.array(dev.to_host(p.grad)) for k, p in m.named_parameters()}
+
+    host.zero_grad()
+    devf.zero_grad()
+    lh = host.loss_and_grad(x)
+    ld = devf.loss_and_grad(dev.asarray(x))
+    gh, gd = grads(host), grads(devf)
+    res["loss_and_grad"] = max([_err(ld, lh), *(_err(gd[k], gh[k]) for k in gh)])
+    if not all(np.any(g != 0) for g in gh.values()):
+        res["loss_and_grad"] = math.inf  # a parameter without gradient would make the comparison vacuous
+
+    xs_h, lp_h = host.sample_and_log_prob(5, seed=0)
+    xs_d, lp_d = devf.sample_and_log_prob(5, seed=0)
+    res["sample"] = max(
+        _err(dev.to_host(devf.sample(5, seed=0)), host.sample(5, seed=0)),
+        _err(dev.to_host(xs_d), xs_h),
+        _err(dev.to_host(lp_d), lp_h),
+    )
+
+    opt_h = Adam(host.parameters(), lr=0.05, weight_decay=0.01, clip_norm=0.5)
+    opt_d = Adam(devf.parameters(), lr=0.05, weight_decay=0.01, clip_norm=0.5)
+    errs = []
+    for _ in range(3):
+        opt_h.zero_grad()
+        opt_d.zero_grad()
+        errs.append(_err(devf.loss_and_grad(x), host.loss_and_grad(x)))
+        errs.append(_err(opt_d.step(), opt_h.step()))
+    sh, sd = host.state_dict(), devf.state_dict()
+    errs += [_err(sd[k], sh[k]) for k in sh]
+    errs += [_err(dev.to_host(opt_d.m), opt_h.m), _err(dev.to_host(opt_d.v), opt_h.v)]
+    res["adam"] = max(errs)
+
+    def log_target(z):
+        # an unnormalised Gaussian centred at 1: log p~ and its gradient
+        return -0.5 * np.sum((z - 1.0) ** 2, axis=1), -(z - 1.0)
+
+    host.zero_grad()
+    devf.zero_grad()
+    kh = host.reverse_kl_loss_and_grad(log_target, 5, seed=2)
+    kd = devf.reverse_kl_loss_and_grad(log_target, 5, seed=2)
+    gh, gd = grads(host), grads(devf)
+    res["reverse_kl"] = max([_err(kd, kh), *(_err(gd[k], gh[k]) for k in gh)])
+    return res
+
+
+# -- PTX mode: compile instead of launching ---------------------------------------------------
+
+
+def _install_ptx_launcher():
+    """Make every kernel launch compile its kernel to PTX for the launch's argument types.
+
+    Host numpy arrays stand in for device arrays (numba types both as ``array(dtype, nd, C)``),
+    and allocation returns host arrays, so the wrappers run unchanged. Returns the list of
+    (kernel name, signature) compiled, appended to as launches happen.
+    """
+    from numba import cuda, typeof
+    from numba.cuda import dispatcher
+
+    def probe(a):
+        i = cuda.grid(1)
+        if i < a.shape[0]:
+            a[i] = 0.0
+
+    try:
+        cuda.compile_ptx(probe, (typeof(np.zeros(1)),), cc=(7, 0))
+    except Exception as exc:  # no compiler: nothing to check with
+        print(f"SKIP ptx - no CUDA compiler libraries (NVVM, NVRTC) here ({type(exc).__name__}: {exc})")
+        sys.exit(77)
+
+    done = {}
+    log = []
+
+    def compile_launch(self, *args):
+        fn = self.dispatcher.py_func
+        sig = tuple(typeof(a) for a in args)
+        key = (fn, sig)
+        if key not in done:
+            done[key] = cuda.compile_ptx(fn, sig, cc=(7, 0))
+        log.append((fn.__name__, sig))
+
+    dispatcher._LaunchConfiguration.__call__ = compile_launch
+    cuda.device_array = lambda shape, dtype=np.float64, **kw: np.empty(shape, dtype)
+    cuda.to_device = lambda a, **kw: np.array(a)
+    return log
+
+
+# -- driver ----------------------------------------------------------------------------------
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tpb", type=int, help="THREADS_PER_BLOCK to use (default: the backend's)")
+    p.add_argument("--chunk", type=int, help="ROWS_PER_CHUNK to use")
+    p.add_argument("--tile", type=int, help="GEMM tile edge to use")
+    p.add_argument("--ptx", action="store_true", help="compile every kernel to PTX instead of running it")
+    p.add_argument("--only", nargs="*", help="run only these checks")
+    args = p.parse_args(argv)
+
+    t0 = time.perf_counter()
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        # the simulator runs each CUDA thread as a Python thread: a short GIL switch interval
+        # makes its barriers (syncthreads) ~10x faster (a setting of this process only)
+        sys.setswitchinterval(5e-5)
+    # launches of tiny grids are the point here, not a performance problem
+    warnings.simplefilter("ignore", NumbaPerformanceWarning)
+    if args.ptx:
+        log = _install_ptx_launcher()
+        import nfcore.kernels.cuda as dev  # directly: get_backend would refuse without a GPU
+    else:
+        from nfcore.kernels import cuda_available, get_backend
+
+        if not cuda_available():
+            print("FAIL setup - no GPU and NUMBA_ENABLE_CUDASIM is not set")
+            return 2
+        dev = get_backend("cuda")
+    if args.tpb:
+        dev.THREADS_PER_BLOCK = args.tpb
+    if args.chunk:
+        dev.ROWS_PER_CHUNK = args.chunk
+    if args.tile:
+        dev.dense.TILE = args.tile
+    s = Sizes(dev.THREADS_PER_BLOCK, dev.ROWS_PER_CHUNK, dev.dense.TILE)
+    wanted = set(args.only) if args.only else None
+    failed = 0
+
+    def report(ok, check, dtype, detail):
+        nonlocal failed
+        status = ok if isinstance(ok, str) else ("PASS" if ok else "FAIL")
+        failed += status == "FAIL"
+        print(f"{status} {check} {dtype} {detail}", flush=True)
+
+    def want(check):
+        return wanted is None or check in wanted
+
+    if want("public_names"):
+        report(
+            list(dev.__all__) == list(cpu.__all__) and all(hasattr(dev, k) for k in cpu.__all__),
+            "public_names",
+            "-",
+            f"{len(dev.__all__)} names",
+        )
+
+    for dt in DTYPES:
+        dname = np.dtype(dt).name
+        cases = op_cases(np.random.default_rng(0), dt, s)
+        for name in cpu.__all__:
+            if not want(name):
+                continue
+            if name not in cases:
+                if args.ptx:
+                    report("SKIP", name, dname, "launches no kernel of its own")
+                continue
+            try:
+                if args.ptx:
+                    start = len(log)
+                    for _, a, _ in cases[name]:
+                        getattr(dev, name)(*a)
+                    kernels = sorted({k for k, _ in log[start:]})
+                    report(bool(kernels), name, dname, "ptx: " + ",".join(kernels))
+                else:
+                    err, where = run_op(dev, name, cases[name], dt)
+                    report(err < TOL[np.dtype(dt)], name, dname, f"max_err={err:.2e} {where}".rstrip())
+            except Exception as exc:
+                report(False, name, dname, f"{type(exc).__name__}: {exc}".replace("\n", " "))
+                traceback.print_exc()
+        if args.ptx:
+            continue
+        try:
+            misc = misc_checks(dev, np.dtype(dt), s)
+        except Exception as exc:
+            misc = {k: (False, f"{type(exc).__name__}: {exc}") for k in cpu.__all__ if k not in cases}
+            traceback.print_exc()
+        for name, (ok, detail) in misc.items():
+            if want(name):
+                report(ok, name, dname, detail)
+
+    for label, cfg in FLOWS.items():
+        checks = [f"flow_{label}.{part}" for part in FLOW_PARTS]
+        if not any(want(c) for c in checks):
+            continue
+        if args.ptx:
+            for c in checks:
+                report("SKIP", c, cfg["dtype"], "not in --ptx mode")
+            continue
+        tol = 1e-10 if cfg["dtype"] == "float64" else 1e-4
+        try:
+            res = flow_checks(dev, label, cfg)
+        except Exception as exc:
+            res = {part: f"{type(exc).__name__}: {exc}".replace("\n", " ") for part in FLOW_PARTS}
+            traceback.print_exc()
+        for part in FLOW_PARTS:
+            v = res[part]
+            if isinstance(v, str):
+                report(False, f"flow_{label}.{part}", cfg["dtype"], v)
+            else:
+                report(v < tol, f"flow_{label}.{part}", cfg["dtype"], f"max_err={v:.2e}")
+
+    if args.ptx:
+        print(f"# compiled {len({(k, str(sg)) for k, sg in log})} kernel signatures to PTX")
+    print(f"# {failed} failed, {time.perf_counter() - t0:.1f} s", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
