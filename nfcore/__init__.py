@@ -24,6 +24,7 @@ from .errors import (
     NfcoreError,
     ShapeError,
 )
+from .kernels.cpu.memory import release as release_memory
 from .models import build
 from .nn import MLP, Linear
 from .train import Adam, evaluate_nll, fit, fit_reverse_kl, load, save
@@ -63,6 +64,7 @@ __all__ = [
     "NfcoreError",
     "ShapeError",
     "build",
+    "release_memory",
     "Adam",
     "evaluate_nll",
     "fit",

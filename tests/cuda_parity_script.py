@@ -109,6 +109,11 @@ def op_cases(rng, dt, s):
     flat = s.flat
     cases = {
         "matmul": [("", [r(gn, gk), r(gk, gm), _nan((gn, gm), dt)], [2])],
+        "linear_act": [
+            (f"k={k},code={c}", [r(gn, k), r(k, gm), r(gm), c, a, _nan((gn, gm), dt)], [5])
+            for k in (1, 3, gk)
+            for c, a in ACTS[:4]
+        ],
         "matmul_nt": [("", [r(gn, gm), r(gk, gm), _nan((gn, gk), dt)], [2])],
         "matmul_tn_acc": [("", [r(gn, gk), r(gn, gm), r(gk, gm)], [2])],
         "bias_act": [(f"code={c}", [r(n, d, scale=2.0), r(d), c, a], [0]) for c, a in ACTS],

@@ -7,6 +7,7 @@ import numpy as np
 from ..core.module import Module, Parameter
 from ..errors import ConfigError, ShapeError
 from ..kernels import backend_of
+from ..kernels._scalar import ACT_IDENTITY
 from .activations import activation_code
 
 __all__ = ["Linear", "MLP"]
@@ -58,16 +59,18 @@ class Linear(Module):
             raise ShapeError(f"Linear expected x of shape (N, {self.in_features}), got {tuple(x.shape)}")
         ops = backend_of(x)
         y = ops.empty((x.shape[0], self.out_features), x.dtype)
-        ops.matmul(x, self.weight.data, y)
-        ops.bias_act(y, self.bias.data, self.act_code, self.alpha)
+        ops.linear_act(x, self.weight.data, self.bias.data, self.act_code, self.alpha, y)
         return y, (LinearCache(x, y) if need_grad else None)
 
     def backward(self, dy, cache, need_input_grad=True):
         """dh = dy * phi'(h); dW += x^T dh; db += sum_n dh; returns dx = dh W^T."""
         x, y = cache
         ops = backend_of(dy)
-        dh = ops.empty(y.shape, y.dtype)
-        ops.bias_act_bwd(dy, y, self.act_code, self.alpha, dh)
+        if self.act_code == ACT_IDENTITY:
+            dh = dy  # phi' = 1: no pass needed
+        else:
+            dh = ops.empty(y.shape, y.dtype)
+            ops.bias_act_bwd(dy, y, self.act_code, self.alpha, dh)
         ops.colsum_acc(dh, self.bias.grad)
         ops.matmul_tn_acc(x, dh, self.weight.grad)
         if not need_input_grad:

@@ -17,6 +17,7 @@ from .dense import (
     bias_act_bwd,
     colsum_acc,
     gather_cols,
+    linear_act,
     matmul,
     matmul_nt,
     matmul_tn_acc,
@@ -33,6 +34,7 @@ from .elementwise import (
     sumsq,
     total,
 )
+from .memory import pooled_empty
 
 __all__ = [
     "name",
@@ -58,6 +60,7 @@ __all__ = [
     "bias_act_bwd",
     "colsum_acc",
     "gather_cols",
+    "linear_act",
     "matmul",
     "matmul_nt",
     "matmul_tn_acc",
@@ -77,11 +80,13 @@ name = "cpu"
 
 
 def empty(shape, dtype):
-    return np.empty(shape, dtype=dtype)
+    return pooled_empty(shape, dtype)
 
 
 def zeros(shape, dtype):
-    return np.zeros(shape, dtype=dtype)
+    a = pooled_empty(shape, dtype)
+    a.fill(0)
+    return a
 
 
 def asarray(a, dtype=None):

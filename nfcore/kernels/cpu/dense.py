@@ -12,6 +12,7 @@ from .._scalar import act_fwd, act_vjp
 _jit = njit(cache=True, error_model="numpy")
 
 __all__ = [
+    "linear_act",
     "matmul",
     "matmul_nt",
     "matmul_tn_acc",
@@ -22,6 +23,27 @@ __all__ = [
     "gather_cols",
     "scatter_add_cols",
 ]
+
+
+def linear_act(x, w, b, code, alpha, out):
+    """out = phi(x @ w + b): (N, K) @ (K, M) + (M,) -> (N, M)."""
+    if x.shape[1] == 1:
+        # numpy's matmul does not reach BLAS for K = 1: 300 us for (4096, 1) @ (1, 64),
+        # against ~50 us for this loop (and ~20 us for numpy at K = 2)
+        _outer(x, w, out)
+    else:
+        np.matmul(x, w, out=out)
+    _bias_act(out, b, code, out.dtype.type(alpha))
+
+
+@_jit
+def _outer(x, w, out):
+    n = x.shape[0]
+    m = w.shape[1]
+    for i in range(n):
+        xv = x[i, 0]
+        for j in range(m):
+            out[i, j] = xv * w[0, j]
 
 
 def matmul(a, b, out):

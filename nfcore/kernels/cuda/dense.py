@@ -18,6 +18,7 @@ from numba import cuda
 from .._scalar import act_fwd, act_vjp
 
 __all__ = [
+    "linear_act",
     "matmul",
     "matmul_nt",
     "matmul_tn_acc",
@@ -114,6 +115,12 @@ def _gemm(a, b, out, trans_a, trans_b, accumulate):
     n, m = out.shape
     blocks = (max(1, -(-m // tile)), max(1, -(-n // tile)))
     kernel[blocks, (tile, tile)](a, b, out)
+
+
+def linear_act(x, w, b, code, alpha, out):
+    """out = phi(x @ w + b): the tiled GEMM, then the fused bias + activation."""
+    matmul(x, w, out)
+    bias_act(out, b, code, alpha)
 
 
 def matmul(a, b, out):
