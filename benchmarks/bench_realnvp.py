@@ -3,7 +3,8 @@
 For each configuration (D, hidden, batch) it times, after a warm-up (JIT compile excluded):
 a training step (zero grads, forward, backward, Adam), log_prob, and sampling; all float32.
 Libraries are interleaved round by round and the median is reported, so a noisy neighbour
-hurts all of them alike. Prints one markdown table with samples/s and nfcore's speed-up
+hurts all of them alike; each timing starts after a pause that lets the previous library's
+spinning thread pools go idle. Prints one markdown table with samples/s and nfcore's speed-up
 over the fastest peer.
 
     pip install '.[bench]'            # torch (CPU), zuko, nflows
@@ -146,7 +147,7 @@ def peers():
     return cases
 
 
-def run(configs, rounds, min_time, ops=("train_step", "log_prob", "sample")):
+def run(configs, rounds, min_time, settle=0.3, ops=("train_step", "log_prob", "sample")):
     rows = []
     classes = [NfcoreCase, *peers()]
     for d, hidden, layers, batch in configs:
@@ -163,6 +164,10 @@ def run(configs, rounds, min_time, ops=("train_step", "log_prob", "sample")):
                     getattr(c, op)()
             for _ in range(rounds):
                 for c in cases:
+                    # let the previous library's thread pools stop spinning first: OpenBLAS
+                    # workers busy-wait ~0.1 s after a GEMM and OpenMP pools spin too, which
+                    # would charge one library for another's idle threads on 2 cores
+                    time.sleep(settle)
                     times[c.name].append(_timeit(getattr(c, op), min_time))
             med = {k: statistics.median(v) for k, v in times.items()}
             peer = {k: v for k, v in med.items() if k != "nfcore"}

@@ -118,7 +118,8 @@ def op_cases(rng, dt, s):
         "matmul_tn_acc": [("", [r(gn, gk), r(gn, gm), r(gk, gm)], [2])],
         "bias_act": [(f"code={c}", [r(n, d, scale=2.0), r(d), c, a], [0]) for c, a in ACTS],
         "bias_act_bwd": [
-            (f"code={c}", [r(n, d), _act_output(rng, (n, d), dt, c, a), c, a, _nan((n, d), dt)], [4]) for c, a in ACTS
+            (f"code={c}", [r(n, d), _act_output(rng, (n, d), dt, c, a), c, a, _nan((n, d), dt), r(d)], [4, 5])
+            for c, a in ACTS
         ],
         "colsum_acc": [(f"rows={rows}", [r(rows, s.cols), r(s.cols)], [1]) for rows in (s.rows, 2)],
         "add_inplace": [("", [r(n, d), r(n, d)], [0])],

@@ -68,10 +68,10 @@ class Linear(Module):
         ops = backend_of(dy)
         if self.act_code == ACT_IDENTITY:
             dh = dy  # phi' = 1: no pass needed
+            ops.colsum_acc(dh, self.bias.grad)
         else:
             dh = ops.empty(y.shape, y.dtype)
-            ops.bias_act_bwd(dy, y, self.act_code, self.alpha, dh)
-        ops.colsum_acc(dh, self.bias.grad)
+            ops.bias_act_bwd(dy, y, self.act_code, self.alpha, dh, self.bias.grad)
         ops.matmul_tn_acc(x, dh, self.weight.grad)
         if not need_input_grad:
             return None

@@ -177,7 +177,7 @@ class AffineCoupling(Coupling):
         out = ops.empty(x.shape, x.dtype)
         logdet = ops.empty((x.shape[0],), x.dtype)
         kernel = ops.affine_coupling_inv if inverse else ops.affine_coupling_fwd
-        kernel(x, h, self.idx_b, self.scale_bound, out, logdet)
+        kernel(x, h, self.idx_b, x.dtype.type(self.scale_bound), out, logdet)
         return out, logdet
 
     def _map_bwd(self, dout, dlogabsdet, cache):
@@ -185,5 +185,5 @@ class AffineCoupling(Coupling):
         din = ops.empty(dout.shape, dout.dtype)
         dh = ops.empty(cache.h.shape, cache.h.dtype)
         kernel = ops.affine_coupling_inv_bwd if cache.inverse else ops.affine_coupling_fwd_bwd
-        kernel(dout, dlogabsdet, cache.x, cache.h, self.idx_b, self.scale_bound, din, dh)
+        kernel(dout, dlogabsdet, cache.x, cache.h, self.idx_b, dout.dtype.type(self.scale_bound), din, dh)
         return din, dh

@@ -71,9 +71,15 @@ def bias_act(h, b, code, alpha):
     _bias_act(h, b, code, h.dtype.type(alpha))
 
 
-def bias_act_bwd(dy, y, code, alpha, dh):
-    """dh = dy * phi'(x) with phi' written through the output y = phi(x)."""
+def bias_act_bwd(dy, y, code, alpha, dh, db):
+    """dh = dy * phi'(x) (phi' written through the output y = phi(x)); db += sum_n dh.
+
+    Two passes on purpose: accumulating db inside the element loop stops LLVM from
+    vectorising it (measured 37 us -> 1.3 ms on 4096x64 relu); the column sum is its own
+    vectorised pass (~30 us).
+    """
     _bias_act_bwd(dy, y, code, y.dtype.type(alpha), dh)
+    colsum_acc(dh, db)
 
 
 @_jit

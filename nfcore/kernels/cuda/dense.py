@@ -166,9 +166,10 @@ def bias_act(h, b, code, alpha):
     _bias_act_kernel[_pkg._grid(h.size)](h, b, code, alpha)
 
 
-def bias_act_bwd(dy, y, code, alpha, dh):
-    """dh = dy * phi'(x) with phi' written through the output y = phi(x)."""
+def bias_act_bwd(dy, y, code, alpha, dh, db):
+    """dh = dy * phi'(x) with phi' written through the output y = phi(x); db += sum_n dh."""
     _bias_act_bwd_kernel[_pkg._grid(y.size)](dy, y, code, alpha, dh)
+    colsum_acc(dh, db)
 
 
 # -- column sums -----------------------------------------------------------------------------
