@@ -1,8 +1,8 @@
 """CPU Adam: one fused pass over the flat parameter buffer."""
 
-import math
-
 from numba import njit
+
+from .._rows import adam_element
 
 _jit = njit(cache=True, error_model="numpy")  # numpy semantics: no zero-division branch, loops vectorise
 
@@ -19,9 +19,4 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
     bc1 = 1.0 - beta1**step
     bc2 = 1.0 - beta2**step
     for i in range(p.shape[0]):
-        gi = g[i]
-        mi = beta1 * m[i] + (1.0 - beta1) * gi
-        vi = beta2 * v[i] + (1.0 - beta2) * gi * gi
-        m[i] = mi
-        v[i] = vi
-        p[i] = p[i] - lr * ((mi / bc1) / (math.sqrt(vi / bc2) + eps) + weight_decay * p[i])
+        adam_element(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, i)

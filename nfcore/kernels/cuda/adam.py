@@ -1,9 +1,12 @@
 """CUDA Adam: one fused pass over the flat parameter buffer, one thread per element."""
 
-import math
 import sys
 
 from numba import cuda
+
+from .. import _rows
+
+adam_element = _rows.for_cuda(_rows.adam_element)
 
 __all__ = ["adam_update"]
 
@@ -15,12 +18,7 @@ _pkg = sys.modules[__package__]
 def _adam_kernel(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
     i = cuda.grid(1)
     if i < p.shape[0]:
-        gi = g[i]
-        mi = beta1 * m[i] + (1.0 - beta1) * gi
-        vi = beta2 * v[i] + (1.0 - beta2) * gi * gi
-        m[i] = mi
-        v[i] = vi
-        p[i] = p[i] - lr * ((mi / bc1) / (math.sqrt(vi / bc2) + eps) + weight_decay * p[i])
+        adam_element(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, i)
 
 
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):

@@ -6,15 +6,21 @@ lists the B transformed columns of the ``(N, D)`` input. Untransformed columns a
 
 One thread per sample (row): it copies the row, overwrites the transformed columns and sums
 their log-scales into ``logdet[n]``, so the copy-then-overwrite order and the per-sample
-sum need no synchronisation. The math is the CPU twin's, through the same ``softclamp``.
+sum need no synchronisation. The row bodies are the CPU twin's: ``nfcore.kernels._rows``.
 """
 
-import math
 import sys
 
 from numba import cuda
 
-from .._scalar import softclamp, softclamp_grad
+from .. import _rows
+
+affine_fwd_row = _rows.for_cuda(_rows.affine_fwd_row)
+affine_inv_row = _rows.for_cuda(_rows.affine_inv_row)
+affine_fwd_bwd_row = _rows.for_cuda(_rows.affine_fwd_bwd_row)
+affine_inv_bwd_row = _rows.for_cuda(_rows.affine_inv_bwd_row)
+additive_row = _rows.for_cuda(_rows.additive_row)
+additive_bwd_row = _rows.for_cuda(_rows.additive_bwd_row)
 
 __all__ = [
     "affine_coupling_fwd",
@@ -33,86 +39,42 @@ _pkg = sys.modules[__package__]
 def _affine_fwd_kernel(x, h, idx_b, bound, z, logdet):
     i = cuda.grid(1)
     if i < x.shape[0]:
-        nb = idx_b.shape[0]
-        for j in range(x.shape[1]):
-            z[i, j] = x[i, j]
-        acc = 0.0
-        for j in range(nb):
-            c = idx_b[j]
-            ls = softclamp(h[i, nb + j], bound)
-            z[i, c] = x[i, c] * math.exp(ls) + h[i, j]
-            acc += ls
-        logdet[i] = acc
+        affine_fwd_row(x, h, idx_b, bound, z, logdet, i)
 
 
 @cuda.jit(cache=True)
 def _affine_inv_kernel(z, h, idx_b, bound, x, logdet):
     i = cuda.grid(1)
     if i < z.shape[0]:
-        nb = idx_b.shape[0]
-        for j in range(z.shape[1]):
-            x[i, j] = z[i, j]
-        acc = 0.0
-        for j in range(nb):
-            c = idx_b[j]
-            ls = softclamp(h[i, nb + j], bound)
-            x[i, c] = (z[i, c] - h[i, j]) * math.exp(-ls)
-            acc -= ls
-        logdet[i] = acc
+        affine_inv_row(z, h, idx_b, bound, x, logdet, i)
 
 
 @cuda.jit(cache=True)
 def _affine_fwd_bwd_kernel(dz, dlogdet, x, h, idx_b, bound, dx, dh):
     i = cuda.grid(1)
     if i < x.shape[0]:
-        nb = idx_b.shape[0]
-        for j in range(x.shape[1]):
-            dx[i, j] = dz[i, j]
-        for j in range(nb):
-            c = idx_b[j]
-            ls = softclamp(h[i, nb + j], bound)
-            s = math.exp(ls)
-            g = dz[i, c]
-            dx[i, c] = g * s
-            dh[i, j] = g
-            dh[i, nb + j] = (g * x[i, c] * s + dlogdet[i]) * softclamp_grad(ls, bound)
+        affine_fwd_bwd_row(dz, dlogdet, x, h, idx_b, bound, dx, dh, i)
 
 
 @cuda.jit(cache=True)
 def _affine_inv_bwd_kernel(dx, dlogdet, x, h, idx_b, bound, dz, dh):
     i = cuda.grid(1)
     if i < x.shape[0]:
-        nb = idx_b.shape[0]
-        for j in range(x.shape[1]):
-            dz[i, j] = dx[i, j]
-        for j in range(nb):
-            c = idx_b[j]
-            ls = softclamp(h[i, nb + j], bound)
-            g = dx[i, c] * math.exp(-ls)
-            dz[i, c] = g
-            dh[i, j] = -g
-            dh[i, nb + j] = (-dx[i, c] * x[i, c] - dlogdet[i]) * softclamp_grad(ls, bound)
+        affine_inv_bwd_row(dx, dlogdet, x, h, idx_b, bound, dz, dh, i)
 
 
 @cuda.jit(cache=True)
 def _additive_kernel(x, h, idx_b, sign, out):
     i = cuda.grid(1)
     if i < x.shape[0]:
-        for j in range(x.shape[1]):
-            out[i, j] = x[i, j]
-        for j in range(idx_b.shape[0]):
-            c = idx_b[j]
-            out[i, c] = x[i, c] + sign * h[i, j]
+        additive_row(x, h, idx_b, sign, out, i)
 
 
 @cuda.jit(cache=True)
 def _additive_bwd_kernel(dout, idx_b, sign, din, dh):
     i = cuda.grid(1)
     if i < dout.shape[0]:
-        for j in range(dout.shape[1]):
-            din[i, j] = dout[i, j]
-        for j in range(idx_b.shape[0]):
-            dh[i, j] = sign * dout[i, idx_b[j]]
+        additive_bwd_row(dout, idx_b, sign, din, dh, i)
 
 
 def affine_coupling_fwd(x, h, idx_b, bound, z, logdet):

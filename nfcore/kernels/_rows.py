@@ -1,0 +1,134 @@
+"""Per-row (and per-element) bodies of the kernels, written once for both backends.
+
+A CPU kernel loops ``for i in range(n): body(..., i)``; the CUDA kernel runs
+``body(..., cuda.grid(1))`` in each thread. Both inline the same ``@njit`` function, so the
+math of a coupling layer or of Adam exists in one place only (stumpy's weakness, CPU and GPU
+modules copied from each other, is what this avoids). Bodies write their outputs in place
+and return nothing.
+"""
+
+import math
+
+from numba import config, njit
+
+from ._scalar import softclamp, softclamp_grad
+
+__all__ = [
+    "affine_fwd_row",
+    "affine_inv_row",
+    "affine_fwd_bwd_row",
+    "affine_inv_bwd_row",
+    "additive_row",
+    "additive_bwd_row",
+    "adam_element",
+    "for_cuda",
+]
+
+_jit = njit(cache=True, inline="always", error_model="numpy")
+
+
+@_jit
+def affine_fwd_row(x, h, idx_b, bound, z, logdet, i):
+    """Row i: z_b = x_b * exp(ls) + t, ls = softclamp(h_s); logdet[i] = sum_b ls."""
+    nb = idx_b.shape[0]
+    for j in range(x.shape[1]):
+        z[i, j] = x[i, j]
+    acc = 0.0
+    for j in range(nb):
+        c = idx_b[j]
+        ls = softclamp(h[i, nb + j], bound)
+        z[i, c] = x[i, c] * math.exp(ls) + h[i, j]
+        acc += ls
+    logdet[i] = acc
+
+
+@_jit
+def affine_inv_row(z, h, idx_b, bound, x, logdet, i):
+    """Row i: x_b = (z_b - t) * exp(-ls); logdet[i] = -sum_b ls."""
+    nb = idx_b.shape[0]
+    for j in range(z.shape[1]):
+        x[i, j] = z[i, j]
+    acc = 0.0
+    for j in range(nb):
+        c = idx_b[j]
+        ls = softclamp(h[i, nb + j], bound)
+        x[i, c] = (z[i, c] - h[i, j]) * math.exp(-ls)
+        acc -= ls
+    logdet[i] = acc
+
+
+@_jit
+def affine_fwd_bwd_row(dz, dlogdet, x, h, idx_b, bound, dx, dh, i):
+    """Row i of the forward's VJP.
+
+    dx_a = dz_a; dx_b = dz_b s; dt = dz_b; d raw = (dz_b x_b s + dlogdet) (1 - (ls/bound)^2).
+    """
+    nb = idx_b.shape[0]
+    for j in range(x.shape[1]):
+        dx[i, j] = dz[i, j]
+    for j in range(nb):
+        c = idx_b[j]
+        ls = softclamp(h[i, nb + j], bound)
+        s = math.exp(ls)
+        g = dz[i, c]
+        dx[i, c] = g * s
+        dh[i, j] = g
+        dh[i, nb + j] = (g * x[i, c] * s + dlogdet[i]) * softclamp_grad(ls, bound)
+
+
+@_jit
+def affine_inv_bwd_row(dx, dlogdet, x, h, idx_b, bound, dz, dh, i):
+    """Row i of the inverse's VJP, given the inverse's output x.
+
+    x_b = (z_b - t) e^{-ls}: dz_b = dx_b e^{-ls}; dt = -dz_b; d ls = -dx_b x_b - dlogdet.
+    """
+    nb = idx_b.shape[0]
+    for j in range(x.shape[1]):
+        dz[i, j] = dx[i, j]
+    for j in range(nb):
+        c = idx_b[j]
+        ls = softclamp(h[i, nb + j], bound)
+        g = dx[i, c] * math.exp(-ls)
+        dz[i, c] = g
+        dh[i, j] = -g
+        dh[i, nb + j] = (-dx[i, c] * x[i, c] - dlogdet[i]) * softclamp_grad(ls, bound)
+
+
+@_jit
+def additive_row(x, h, idx_b, sign, out, i):
+    """Row i: out = x with out_b = x_b + sign * t."""
+    for j in range(x.shape[1]):
+        out[i, j] = x[i, j]
+    for j in range(idx_b.shape[0]):
+        c = idx_b[j]
+        out[i, c] = x[i, c] + sign * h[i, j]
+
+
+@_jit
+def additive_bwd_row(dout, idx_b, sign, din, dh, i):
+    """Row i of additive coupling's VJP: din = dout; dt = sign * dout_b."""
+    for j in range(dout.shape[1]):
+        din[i, j] = dout[i, j]
+    for j in range(idx_b.shape[0]):
+        dh[i, j] = sign * dout[i, idx_b[j]]
+
+
+@_jit
+def adam_element(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, i):
+    """Element i of bias-corrected AdamW (bc1 = 1 - beta1^t, bc2 = 1 - beta2^t)."""
+    gi = g[i]
+    mi = beta1 * m[i] + (1.0 - beta1) * gi
+    vi = beta2 * v[i] + (1.0 - beta2) * gi * gi
+    m[i] = mi
+    v[i] = vi
+    p[i] = p[i] - lr * ((mi / bc1) / (math.sqrt(vi / bc2) + eps) + weight_decay * p[i])
+
+
+def for_cuda(body):
+    """A row body as a CUDA kernel must call it.
+
+    On a GPU (and when compiling to PTX) the ``@njit`` function itself, which numba-cuda
+    compiles for the device; under the simulator its Python original, since simulated
+    kernels pass array stand-ins that compiled CPU code cannot unbox.
+    """
+    return body.py_func if config.ENABLE_CUDASIM else body
