@@ -7,7 +7,7 @@ from nfcore.kernels.cpu import memory
 
 def test_busy_arrays_are_never_reused():
     memory.release()
-    shape = (512, 64)  # 128 KiB float32: pooled
+    shape = (512, 128)  # 256 KiB float32: pooled
     a = memory.pooled_empty(shape, np.float32)
     b = memory.pooled_empty(shape, np.float32)
     assert a is not b and not np.shares_memory(a, b)
@@ -26,7 +26,7 @@ def test_busy_arrays_are_never_reused():
 
 def test_free_arrays_are_reused_and_small_ones_bypass():
     memory.release()
-    a = memory.pooled_empty((256, 128), np.float64)
+    a = memory.pooled_empty((256, 128), np.float64)  # 256 KiB
     address = a.ctypes.data
     del a
     assert memory.pooled_empty((256, 128), np.float64).ctypes.data == address
