@@ -1,0 +1,123 @@
+"""GPU throughput: the RealNVP training step on the GPU against the same step on the CPU,
+and against zuko on the same GPU when torch with CUDA is installed.
+
+    python benchmarks/bench_gpu.py [--quick]
+
+Needs a CUDA GPU (numba.cuda.is_available()); prints one markdown table of samples/s.
+Run it through benchmarks/gpu_check.sh on a machine with a GPU; the figures belong in
+benchmarks/RESULTS.md.
+"""
+
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import nfcore
+
+CONFIGS = [(2, 64, 8, 256), (2, 64, 8, 4096), (64, 256, 8, 4096), (64, 256, 8, 65536)]
+
+
+def _sync():
+    from numba import cuda
+
+    cuda.synchronize()
+
+
+def _time(fn, min_time, sync=None):
+    fn()
+    if sync:
+        sync()
+    n, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        if sync:
+            sync()
+        dt = time.perf_counter() - t0
+        if dt >= min_time:
+            return dt / n
+
+
+def nfcore_step(d, hidden, layers, batch, device):
+    flow = nfcore.build({"flow": "realnvp", "dim": d, "layers": layers, "hidden": [hidden, hidden],
+                         "dtype": "float32"})
+    if device == "cuda":
+        flow.to("cuda")
+    opt = nfcore.Adam(flow.parameters(), lr=1e-4)
+    x = np.random.default_rng(0).normal(size=(batch, d)).astype(np.float32)
+    if device == "cuda":
+        from numba import cuda
+
+        x = cuda.to_device(x)
+
+    def step():
+        opt.zero_grad()
+        flow.loss_and_grad(x)
+        opt.step()
+
+    return step
+
+
+def zuko_step(d, hidden, layers, batch):
+    import torch
+    import zuko
+
+    flow = zuko.flows.RealNVP(d, transforms=layers, hidden_features=(hidden, hidden)).cuda()
+    opt = torch.optim.Adam(flow.parameters(), lr=1e-4)
+    x = torch.randn(batch, d, device="cuda")
+
+    def step():
+        opt.zero_grad()
+        (-flow().log_prob(x).mean()).backward()
+        opt.step()
+
+    return step, torch.cuda.synchronize
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--rounds", type=int, default=3)
+    args = p.parse_args(argv)
+    if not nfcore.kernels.cuda_available():
+        print("no CUDA GPU: nothing to measure", file=sys.stderr)
+        return 1
+    min_time = 0.2 if args.quick else 1.0
+    try:
+        import torch
+
+        has_torch_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_torch_cuda = False
+    print("RealNVP training step, float32, samples/s (median of rounds)")
+    print("| D | hidden | batch | nfcore GPU | nfcore CPU | zuko GPU | GPU/CPU | nfcore/zuko (GPU) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for d, hidden, layers, batch in CONFIGS:
+        gpu = nfcore_step(d, hidden, layers, batch, "cuda")
+        cpu = nfcore_step(d, hidden, layers, batch, "cpu") if batch <= 4096 else None
+        zk = zuko_step(d, hidden, layers, batch) if has_torch_cuda else None
+        res = {"gpu": [], "cpu": [], "zuko": []}
+        for _ in range(args.rounds):
+            res["gpu"].append(_time(gpu, min_time, _sync))
+            if cpu:
+                res["cpu"].append(_time(cpu, min_time))
+            if zk:
+                res["zuko"].append(_time(zk[0], min_time, zk[1]))
+        med = {k: statistics.median(v) for k, v in res.items() if v}
+        sps = {k: batch / v for k, v in med.items()}
+
+        def fmt(k):
+            return f"{sps[k]:,.0f}" if k in sps else "-"
+
+        ratio_cpu = f"{med['cpu'] / med['gpu']:.2f}x" if "cpu" in med else "-"
+        ratio_zuko = f"{med['zuko'] / med['gpu']:.2f}x" if "zuko" in med else "-"
+        print(f"| {d} | {hidden} | {batch} | {fmt('gpu')} | {fmt('cpu')} | {fmt('zuko')} | {ratio_cpu} | {ratio_zuko} |",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
