@@ -132,3 +132,17 @@ def test_checkpoint_preserves_model_exactly(tmp_path):
     x = sample_toy("moons", 20, 1).astype(np.float32)
     np.testing.assert_array_equal(f.log_prob(x), g.log_prob(x))
     assert g.config == f.config
+
+
+def test_cast_model_saves_and_loads_as_cast(tmp_path):
+    f = _small(base="diag")
+    nfcore.gradcheck.randomize_parameters(f, seed=1)
+    f.to(dtype=np.float32)
+    assert f.dtype == np.float32 and f.config["dtype"] == "float32"
+    for name, b in f.named_buffers():
+        if np.issubdtype(b.data.dtype, np.floating):
+            assert b.data.dtype == np.float32, name
+    nfcore.save(tmp_path / "m.npz", f)
+    g = nfcore.load(tmp_path / "m.npz")
+    x = sample_toy("moons", 8, 2).astype(np.float32)
+    np.testing.assert_array_equal(f.log_prob(x), g.log_prob(x))

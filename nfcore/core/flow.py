@@ -46,6 +46,8 @@ class Flow(Module):
         # walking the module tree costs more than a small layer: do it on (re)load/move only
         self._dtype = Module.dtype.fget(self) or np.dtype(np.float64)
         self._device = Module.device.fget(self)
+        if self.config is not None and "dtype" in self.config:
+            self.config["dtype"] = self._dtype.name  # a checkpoint rebuilds what is there now
 
     @property
     def dtype(self):
@@ -74,12 +76,9 @@ class Flow(Module):
             want = ", ".join(["N", *map(str, self.shape)])
             raise ShapeError(f"expected {name} of shape ({want}), got {tuple(x.shape)}")
         if not is_device_array(x):
-            if self.device == "cuda":
-                x = get_backend("cuda").asarray(np.ascontiguousarray(x))
-            else:
-                if not np.all(np.isfinite(x)):
-                    raise InputOutsideDomain(f"{name} contains NaN or inf")
-                x = np.ascontiguousarray(x)
+            if not np.all(np.isfinite(x)):
+                raise InputOutsideDomain(f"{name} contains NaN or inf")
+            x = get_backend(self.device).asarray(np.ascontiguousarray(x))
         return x
 
     def _validate_context(self, context, n):

@@ -154,18 +154,14 @@ class Module:
         """
         ops = get_backend(device) if device is not None else None
         for _, v in self._walk():
-            host = backend_of(v.data).to_host(v.data)
-            if dtype is not None and isinstance(v, Parameter):
-                host = host.astype(dtype)
+            host = np.asarray(backend_of(v.data).to_host(v.data))
+            if dtype is not None and np.issubdtype(host.dtype, np.floating):
+                host = host.astype(dtype)  # parameters and float buffers; index buffers keep theirs
             host = np.ascontiguousarray(host)
             target = ops if ops is not None else backend_of(v.data)
+            v.data = target.asarray(host)
             if isinstance(v, Parameter):
-                v.data = target.asarray(host)
                 v.grad = target.zeros(host.shape, host.dtype)
-            elif target.name == "cuda" and np.issubdtype(host.dtype, np.floating) and dtype is not None:
-                v.data = target.asarray(host.astype(dtype))
-            else:
-                v.data = target.asarray(host)
         for m in self.modules():
             m._after_load()
         return self
