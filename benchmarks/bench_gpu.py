@@ -107,15 +107,12 @@ def main(argv=None):
             if zk:
                 res["zuko"].append(_time(zk[0], min_time, zk[1]))
         med = {k: statistics.median(v) for k, v in res.items() if v}
-        sps = {k: batch / v for k, v in med.items()}
-
-        def fmt(k):
-            return f"{sps[k]:,.0f}" if k in sps else "-"
+        sps = {k: f"{batch / v:,.0f}" for k, v in med.items()}
 
         ratio_cpu = f"{med['cpu'] / med['gpu']:.2f}x" if "cpu" in med else "-"
         ratio_zuko = f"{med['zuko'] / med['gpu']:.2f}x" if "zuko" in med else "-"
-        print(f"| {d} | {hidden} | {batch} | {fmt('gpu')} | {fmt('cpu')} | {fmt('zuko')} | {ratio_cpu} | {ratio_zuko} |",
-              flush=True)
+        cells = [sps.get(k, "-") for k in ("gpu", "cpu", "zuko")]
+        print(f"| {d} | {hidden} | {batch} | " + " | ".join(cells) + f" | {ratio_cpu} | {ratio_zuko} |", flush=True)
     return 0
 
 
