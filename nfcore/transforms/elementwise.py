@@ -26,9 +26,9 @@ def _diag_call(x, loc, logscale, inverse, need_grad):
     ops = backend_of(x)
     out = ops.empty(x.shape, x.dtype)
     ops.diag_affine(x, loc, logscale, -1 if inverse else 1, out)
-    # log|det| = +-sum(logscale), the same for every sample
-    ld = ops.zeros((x.shape[0],), x.dtype)
-    ops.add_scalar(ld, (-1.0 if inverse else 1.0) * ops.total(logscale))
+    # log|det| = +-sum(logscale), the same for every sample (computed where the data live)
+    ld = ops.empty((x.shape[0],), x.dtype)
+    ops.fill_sum(ld, logscale, -1.0 if inverse else 1.0)
     return out, ld, (DiagCache(inverse, out) if need_grad else None)
 
 

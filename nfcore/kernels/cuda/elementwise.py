@@ -26,6 +26,7 @@ __all__ = [
     "normal_logprob_bwd",
     "diag_normal_logprob",
     "diag_normal_logprob_bwd",
+    "fill_sum",
     "sumsq",
     "scale_inplace",
     "total",
@@ -109,6 +110,21 @@ def diag_affine_bwd(dout, dlogdet, out, loc, logscale, sign, rows_per_sample, di
     )
     _finish_chunk_sums(loc_part, dloc)
     _finish_chunk_sums(ls_part, dlogscale)
+
+
+@cuda.jit(cache=True)
+def _fill_sum_kernel(out, v, scale):
+    i = cuda.grid(1)
+    if i < out.shape[0]:
+        acc = 0.0
+        for j in range(v.shape[0]):  # each thread sums the (short) vector itself: no sync needed
+            acc += v[j]
+        out[i] = scale * acc
+
+
+def fill_sum(out, v, scale):
+    """out[:] = scale * sum(v): a diagonal layer's per-sample log-det, with no host round trip."""
+    _fill_sum_kernel[_pkg._grid(out.shape[0])](out, v, float(scale))
 
 
 # -- Gaussian log-densities ------------------------------------------------------------------
