@@ -26,6 +26,7 @@ from .errors import (
 )
 from .kernels.cpu.memory import release as release_memory
 from .models import build
+from .threads import get_num_threads, set_num_threads
 from .nn import MLP, Linear
 from .train import Adam, evaluate_nll, fit, fit_reverse_kl, load, save
 from .transforms import (
@@ -65,6 +66,8 @@ __all__ = [
     "ShapeError",
     "build",
     "release_memory",
+    "get_num_threads",
+    "set_num_threads",
     "Adam",
     "evaluate_nll",
     "fit",

@@ -38,6 +38,7 @@ def build_parser():
     t.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="(default: float32)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    t.add_argument("--threads", type=int, default=None, help="BLAS threads (default: all cores)")
     t.add_argument("--out", default=None, help="run folder (default: runs/<flow>-<data>-<time>)")
     t.add_argument("--resume", default=None, help="continue from a run folder's last.npz")
     t.add_argument("--no-plot", action="store_true", help="skip the PNGs even if matplotlib is installed")
@@ -70,6 +71,10 @@ def cmd_train(args, out=print):
     from .data import ENTROPY, TOY_DENSITIES, load_data, sample_toy, standardization
     from .train import evaluate_nll, fit
 
+    if args.threads is not None:
+        from .threads import set_num_threads
+
+        set_num_threads(args.threads)
     data = load_data(args.data, n=args.n_train, seed=args.seed)
     mean, std = standardization(data)
     config = {

@@ -146,3 +146,14 @@ def test_cast_model_saves_and_loads_as_cast(tmp_path):
     g = nfcore.load(tmp_path / "m.npz")
     x = sample_toy("moons", 8, 2).astype(np.float32)
     np.testing.assert_array_equal(f.log_prob(x), g.log_prob(x))
+
+
+def test_thread_setting():
+    before = nfcore.get_num_threads()
+    try:
+        nfcore.set_num_threads(1)
+        assert nfcore.get_num_threads() == 1
+    finally:
+        nfcore.set_num_threads(before or 1)
+    with pytest.raises(ConfigError):
+        nfcore.set_num_threads(0)
