@@ -26,8 +26,8 @@ from .errors import (
 )
 from .kernels.cpu.memory import release as release_memory
 from .models import build
-from .threads import get_num_threads, set_num_threads
 from .nn import MLP, Linear
+from .threads import get_num_threads, set_num_threads
 from .train import Adam, evaluate_nll, fit, fit_reverse_kl, load, save
 from .transforms import (
     AdditiveCoupling,

@@ -126,22 +126,24 @@ def op_cases(rng, dt, s):
         "gather_cols": [("offset=2", [r(n, d), perm, r(n, perm.size + 3), 2], [2])],
         "scatter_add_cols": [("", [r(n, perm.size + 1), perm, r(n, d)], [2])],
         "affine_coupling_fwd": [
-            ("", [r(n, d), r(n, 2 * nb, scale=3.0), idx_b, 2.0, _nan((n, d), dt), _nan(n, dt)], [4, 5])
+            ("", [r(n, d), r(n, 2 * nb, scale=3.0), idx_b, 2.0, _nan((n, d), dt), _nan(n, dt), _nan((n, nb), dt)],
+             [4, 5, 6])
         ],
         "affine_coupling_inv": [
-            ("", [r(n, d), r(n, 2 * nb, scale=3.0), idx_b, 2.0, _nan((n, d), dt), _nan(n, dt)], [4, 5])
+            ("", [r(n, d), r(n, 2 * nb, scale=3.0), idx_b, 2.0, _nan((n, d), dt), _nan(n, dt), _nan((n, nb), dt)],
+             [4, 5, 6])
         ],
         "affine_coupling_fwd_bwd": [
             (
                 "",
-                [r(n, d), r(n), r(n, d), r(n, 2 * nb, scale=3.0), idx_b, 2.0, _nan((n, d), dt), _nan((n, 2 * nb), dt)],
+                [r(n, d), r(n), r(n, d), r(n, nb, scale=1.5), idx_b, 2.0, _nan((n, d), dt), _nan((n, 2 * nb), dt)],
                 [6, 7],
             )
         ],
         "affine_coupling_inv_bwd": [
             (
                 "",
-                [r(n, d), r(n), r(n, d), r(n, 2 * nb, scale=3.0), idx_b, 2.0, _nan((n, d), dt), _nan((n, 2 * nb), dt)],
+                [r(n, d), r(n), r(n, d), r(n, nb, scale=1.5), idx_b, 2.0, _nan((n, d), dt), _nan((n, 2 * nb), dt)],
                 [6, 7],
             )
         ],
@@ -326,6 +328,40 @@ def flow_checks(dev, label, cfg):
 # -- PTX mode: compile instead of launching ---------------------------------------------------
 
 
+def _lock_simulated_shared_arrays():
+    """Work around a race in numba's simulator: ``cuda.shared.array`` looks its block's array up
+    (by the calling source line) and creates it when missing, unlocked, so two threads can each
+    create one and stop sharing memory (seen as ~1 failed parity run in 7: wrong GEMM tiles).
+    The same lookup, done under a lock."""
+    import threading
+
+    from numba.core import types
+    from numba.cuda.simulator import kernelapi
+    from numba.np import numpy_support
+
+    original = kernelapi.FakeCUDAShared.array
+    if getattr(original, "_nfcore_locked", False):
+        return
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        if alignment is not None or shape == 0:
+            return original(self, shape, dtype, alignment)  # errors / dynamic shared memory: no lookup
+        if isinstance(dtype, types.Type):
+            dtype = numpy_support.as_dtype(dtype)
+        frame = sys._getframe(1)
+        caller = (frame.f_code.co_filename, frame.f_lineno)
+        with lock:
+            res = self._allocations.get(caller)
+            if res is None:
+                res = np.empty(shape, dtype)
+                self._allocations[caller] = res
+        return res
+
+    array._nfcore_locked = True
+    kernelapi.FakeCUDAShared.array = array
+
+
 def _install_ptx_launcher():
     """Make every kernel launch compile its kernel to PTX for the launch's argument types.
 
@@ -381,6 +417,7 @@ def main(argv=None):
         # the simulator runs each CUDA thread as a Python thread: a short GIL switch interval
         # makes its barriers (syncthreads) ~10x faster (a setting of this process only)
         sys.setswitchinterval(5e-5)
+        _lock_simulated_shared_arrays()
     # launches of tiny grids are the point here, not a performance problem
     warnings.simplefilter("ignore", NumbaPerformanceWarning)
     if args.ptx:

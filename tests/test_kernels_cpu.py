@@ -42,14 +42,16 @@ def test_coupling_kernels_match_formulas(dtype, rng):
     t, ls = h[:, :3].astype(np.float64), bound * np.tanh(h[:, 3:] / bound)
     z = np.empty_like(x)
     ld = np.full(n, np.nan, dtype)  # garbage in the output buffer must not leak in
-    cpu.affine_coupling_fwd(x, h, idx_b, bound, z, ld)
+    saved = np.full((n, 3), np.nan, dtype)
+    cpu.affine_coupling_fwd(x, h, idx_b, bound, z, ld, saved)
+    np.testing.assert_allclose(saved, ls, **_tol(dtype))
     ref = x.astype(np.float64).copy()
     ref[:, idx_b] = x[:, idx_b] * np.exp(ls) + t
     np.testing.assert_allclose(z, ref, **_tol(dtype))
     np.testing.assert_allclose(ld, ls.sum(1), **_tol(dtype))
     back = np.empty_like(x)
     ld2 = np.full(n, np.nan, dtype)
-    cpu.affine_coupling_inv(z, h, idx_b, bound, back, ld2)
+    cpu.affine_coupling_inv(z, h, idx_b, bound, back, ld2, saved)
     np.testing.assert_allclose(back, x, **_tol(dtype))
     np.testing.assert_allclose(ld2, -ls.sum(1), **_tol(dtype))
     out = np.empty_like(x)

@@ -9,7 +9,7 @@ and return nothing.
 
 import math
 
-from numba import config, njit
+from numba import njit
 
 from ._scalar import softclamp, softclamp_grad
 
@@ -21,45 +21,46 @@ __all__ = [
     "additive_row",
     "additive_bwd_row",
     "adam_element",
-    "for_cuda",
 ]
 
 _jit = njit(cache=True, inline="always", error_model="numpy")
 
 
 @_jit
-def affine_fwd_row(x, h, idx_b, bound, z, logdet, i):
-    """Row i: z_b = x_b * exp(ls) + t, ls = softclamp(h_s); logdet[i] = sum_b ls."""
+def affine_fwd_row(x, h, idx_b, bound, z, logdet, ls, i):
+    """Row i: z_b = x_b * exp(ls) + t, ls = softclamp(h_s); logdet[i] = sum_b ls; ls kept for backward."""
     nb = idx_b.shape[0]
     for j in range(x.shape[1]):
         z[i, j] = x[i, j]
     acc = 0.0
     for j in range(nb):
         c = idx_b[j]
-        ls = softclamp(h[i, nb + j], bound)
-        z[i, c] = x[i, c] * math.exp(ls) + h[i, j]
-        acc += ls
+        v = softclamp(h[i, nb + j], bound)
+        ls[i, j] = v
+        z[i, c] = x[i, c] * math.exp(v) + h[i, j]
+        acc += v
     logdet[i] = acc
 
 
 @_jit
-def affine_inv_row(z, h, idx_b, bound, x, logdet, i):
-    """Row i: x_b = (z_b - t) * exp(-ls); logdet[i] = -sum_b ls."""
+def affine_inv_row(z, h, idx_b, bound, x, logdet, ls, i):
+    """Row i: x_b = (z_b - t) * exp(-ls); logdet[i] = -sum_b ls; ls kept for backward."""
     nb = idx_b.shape[0]
     for j in range(z.shape[1]):
         x[i, j] = z[i, j]
     acc = 0.0
     for j in range(nb):
         c = idx_b[j]
-        ls = softclamp(h[i, nb + j], bound)
-        x[i, c] = (z[i, c] - h[i, j]) * math.exp(-ls)
-        acc -= ls
+        v = softclamp(h[i, nb + j], bound)
+        ls[i, j] = v
+        x[i, c] = (z[i, c] - h[i, j]) * math.exp(-v)
+        acc -= v
     logdet[i] = acc
 
 
 @_jit
-def affine_fwd_bwd_row(dz, dlogdet, x, h, idx_b, bound, dx, dh, i):
-    """Row i of the forward's VJP.
+def affine_fwd_bwd_row(dz, dlogdet, x, ls, idx_b, bound, dx, dh, i):
+    """Row i of the forward's VJP, from the saved log-scales ls (one exp, no softclamp).
 
     dx_a = dz_a; dx_b = dz_b s; dt = dz_b; d raw = (dz_b x_b s + dlogdet) (1 - (ls/bound)^2).
     """
@@ -68,17 +69,17 @@ def affine_fwd_bwd_row(dz, dlogdet, x, h, idx_b, bound, dx, dh, i):
         dx[i, j] = dz[i, j]
     for j in range(nb):
         c = idx_b[j]
-        ls = softclamp(h[i, nb + j], bound)
-        s = math.exp(ls)
+        v = ls[i, j]
+        s = math.exp(v)
         g = dz[i, c]
         dx[i, c] = g * s
         dh[i, j] = g
-        dh[i, nb + j] = (g * x[i, c] * s + dlogdet[i]) * softclamp_grad(ls, bound)
+        dh[i, nb + j] = (g * x[i, c] * s + dlogdet[i]) * softclamp_grad(v, bound)
 
 
 @_jit
-def affine_inv_bwd_row(dx, dlogdet, x, h, idx_b, bound, dz, dh, i):
-    """Row i of the inverse's VJP, given the inverse's output x.
+def affine_inv_bwd_row(dx, dlogdet, x, ls, idx_b, bound, dz, dh, i):
+    """Row i of the inverse's VJP, given the inverse's output x and the saved log-scales.
 
     x_b = (z_b - t) e^{-ls}: dz_b = dx_b e^{-ls}; dt = -dz_b; d ls = -dx_b x_b - dlogdet.
     """
@@ -87,11 +88,11 @@ def affine_inv_bwd_row(dx, dlogdet, x, h, idx_b, bound, dz, dh, i):
         dz[i, j] = dx[i, j]
     for j in range(nb):
         c = idx_b[j]
-        ls = softclamp(h[i, nb + j], bound)
-        g = dx[i, c] * math.exp(-ls)
+        v = ls[i, j]
+        g = dx[i, c] * math.exp(-v)
         dz[i, c] = g
         dh[i, j] = -g
-        dh[i, nb + j] = (-dx[i, c] * x[i, c] - dlogdet[i]) * softclamp_grad(ls, bound)
+        dh[i, nb + j] = (-dx[i, c] * x[i, c] - dlogdet[i]) * softclamp_grad(v, bound)
 
 
 @_jit
@@ -123,12 +124,3 @@ def adam_element(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, i):
     v[i] = vi
     p[i] = p[i] - lr * ((mi / bc1) / (math.sqrt(vi / bc2) + eps) + weight_decay * p[i])
 
-
-def for_cuda(body):
-    """A row body as a CUDA kernel must call it.
-
-    On a GPU (and when compiling to PTX) the ``@njit`` function itself, which numba-cuda
-    compiles for the device; under the simulator its Python original, since simulated
-    kernels pass array stand-ins that compiled CPU code cannot unbox.
-    """
-    return body.py_func if config.ENABLE_CUDASIM else body

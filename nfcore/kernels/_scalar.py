@@ -12,9 +12,12 @@ code through ``act_fwd`` / ``act_vjp`` (a warp-uniform branch). Every function k
 argument's dtype: no float literal is mixed into float32 math where it would promote.
 """
 
+import functools
 import math
+import types
 
-from numba import njit
+from numba import config, njit
+from numba.core.dispatcher import Dispatcher
 
 __all__ = [
     "ACT_IDENTITY",
@@ -29,6 +32,7 @@ __all__ = [
     "act_vjp",
     "softclamp",
     "softclamp_grad",
+    "for_cuda",
 ]
 
 ACT_IDENTITY = 0
@@ -163,3 +167,25 @@ def softclamp_grad(logscale, bound):
     """d softclamp / dh written through its output: 1 - (log s / bound)^2."""
     r = logscale / bound
     return 1 - r * r
+
+
+def for_cuda(fn):
+    """A shared ``@njit`` function as a CUDA kernel must call it.
+
+    On a GPU (and when compiling to PTX): the function itself, which numba-cuda compiles for
+    the device. Under the simulator: a pure-Python copy whose globals are pure-Python copies
+    too, as a simulated device function is: simulated kernels pass array stand-ins that
+    compiled CPU code cannot unbox, and a kernel then never depends on CPU compilation.
+    """
+    return _pure_python(fn) if config.ENABLE_CUDASIM else fn
+
+
+@functools.cache
+def _pure_python(fn):
+    py = fn.py_func
+    env = dict(py.__globals__)
+    for name in py.__code__.co_names:  # only the globals this function uses
+        value = env.get(name)
+        if isinstance(value, Dispatcher) and value is not fn:
+            env[name] = _pure_python(value)
+    return types.FunctionType(py.__code__, env, py.__name__, py.__defaults__, py.__closure__)

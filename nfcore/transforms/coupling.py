@@ -45,7 +45,7 @@ def make_mask(dim, kind="alternating", parity=0, rng=None):
 class CouplingCache(NamedTuple):
     inverse: bool
     x: object  # the data-side array: the forward input or the inverse output, (N, D)
-    h: object  # conditioner output
+    aux: object  # what the element-wise map's backward needs (affine: the log-scales (N, B))
     net: object  # the conditioner's cache
 
 
@@ -95,10 +95,10 @@ class Coupling(Transform):
     def _call(self, x, context, need_grad, inverse):
         xa = self._conditioner_input(x, context)
         h, net_cache = self.net.forward(xa, need_grad)
-        out, logdet = self._map(x, h, inverse)
+        out, logdet, aux = self._map(x, h, inverse)
         cache = None
         if need_grad:
-            cache = CouplingCache(inverse, out if inverse else x, h, net_cache)
+            cache = CouplingCache(inverse, out if inverse else x, aux, net_cache)
         return out, logdet, cache
 
     def forward(self, x, context=None, need_grad=True):
@@ -115,10 +115,16 @@ class Coupling(Transform):
         return din
 
     def _map(self, x, h, inverse):
+        """(out, logdet, aux): the element-wise map given the conditioner output h."""
         raise NotImplementedError
 
     def _map_bwd(self, dout, dlogabsdet, cache):
+        """(d input, d h): its VJP."""
         raise NotImplementedError
+
+    def _dh(self, dout):
+        ops = backend_of(dout)
+        return ops.empty((dout.shape[0], self.params_per_dim * self.idx_b.shape[0]), dout.dtype)
 
     def config(self):
         return {"type": type(self).__name__, "dim": self.dim, "context_dim": self.context_dim}
@@ -142,12 +148,12 @@ class AdditiveCoupling(Coupling):
         ops = backend_of(x)
         out = ops.empty(x.shape, x.dtype)
         ops.additive_coupling(x, h, self.idx_b, -1.0 if inverse else 1.0, out)
-        return out, ops.zeros((x.shape[0],), x.dtype)
+        return out, ops.zeros((x.shape[0],), x.dtype), None
 
     def _map_bwd(self, dout, dlogabsdet, cache):
         ops = backend_of(dout)
         din = ops.empty(dout.shape, dout.dtype)
-        dh = ops.empty(cache.h.shape, cache.h.dtype)
+        dh = self._dh(dout)
         ops.additive_coupling_bwd(dout, self.idx_b, -1.0 if cache.inverse else 1.0, din, dh)
         return din, dh
 
@@ -176,14 +182,15 @@ class AffineCoupling(Coupling):
         ops = backend_of(x)
         out = ops.empty(x.shape, x.dtype)
         logdet = ops.empty((x.shape[0],), x.dtype)
+        ls = ops.empty((x.shape[0], self.idx_b.shape[0]), x.dtype)
         kernel = ops.affine_coupling_inv if inverse else ops.affine_coupling_fwd
-        kernel(x, h, self.idx_b, x.dtype.type(self.scale_bound), out, logdet)
-        return out, logdet
+        kernel(x, h, self.idx_b, x.dtype.type(self.scale_bound), out, logdet, ls)
+        return out, logdet, ls
 
     def _map_bwd(self, dout, dlogabsdet, cache):
         ops = backend_of(dout)
         din = ops.empty(dout.shape, dout.dtype)
-        dh = ops.empty(cache.h.shape, cache.h.dtype)
+        dh = self._dh(dout)
         kernel = ops.affine_coupling_inv_bwd if cache.inverse else ops.affine_coupling_fwd_bwd
-        kernel(dout, dlogabsdet, cache.x, cache.h, self.idx_b, dout.dtype.type(self.scale_bound), din, dh)
+        kernel(dout, dlogabsdet, cache.x, cache.aux, self.idx_b, dout.dtype.type(self.scale_bound), din, dh)
         return din, dh

@@ -5,8 +5,9 @@ import sys
 from numba import cuda
 
 from .. import _rows
+from .._scalar import for_cuda
 
-adam_element = _rows.for_cuda(_rows.adam_element)
+adam_element = for_cuda(_rows.adam_element)
 
 __all__ = ["adam_update"]
 

@@ -14,13 +14,14 @@ import sys
 from numba import cuda
 
 from .. import _rows
+from .._scalar import for_cuda
 
-affine_fwd_row = _rows.for_cuda(_rows.affine_fwd_row)
-affine_inv_row = _rows.for_cuda(_rows.affine_inv_row)
-affine_fwd_bwd_row = _rows.for_cuda(_rows.affine_fwd_bwd_row)
-affine_inv_bwd_row = _rows.for_cuda(_rows.affine_inv_bwd_row)
-additive_row = _rows.for_cuda(_rows.additive_row)
-additive_bwd_row = _rows.for_cuda(_rows.additive_bwd_row)
+affine_fwd_row = for_cuda(_rows.affine_fwd_row)
+affine_inv_row = for_cuda(_rows.affine_inv_row)
+affine_fwd_bwd_row = for_cuda(_rows.affine_fwd_bwd_row)
+affine_inv_bwd_row = for_cuda(_rows.affine_inv_bwd_row)
+additive_row = for_cuda(_rows.additive_row)
+additive_bwd_row = for_cuda(_rows.additive_bwd_row)
 
 __all__ = [
     "affine_coupling_fwd",
@@ -36,31 +37,31 @@ _pkg = sys.modules[__package__]
 
 
 @cuda.jit(cache=True)
-def _affine_fwd_kernel(x, h, idx_b, bound, z, logdet):
+def _affine_fwd_kernel(x, h, idx_b, bound, z, logdet, ls):
     i = cuda.grid(1)
     if i < x.shape[0]:
-        affine_fwd_row(x, h, idx_b, bound, z, logdet, i)
+        affine_fwd_row(x, h, idx_b, bound, z, logdet, ls, i)
 
 
 @cuda.jit(cache=True)
-def _affine_inv_kernel(z, h, idx_b, bound, x, logdet):
+def _affine_inv_kernel(z, h, idx_b, bound, x, logdet, ls):
     i = cuda.grid(1)
     if i < z.shape[0]:
-        affine_inv_row(z, h, idx_b, bound, x, logdet, i)
+        affine_inv_row(z, h, idx_b, bound, x, logdet, ls, i)
 
 
 @cuda.jit(cache=True)
-def _affine_fwd_bwd_kernel(dz, dlogdet, x, h, idx_b, bound, dx, dh):
+def _affine_fwd_bwd_kernel(dz, dlogdet, x, ls, idx_b, bound, dx, dh):
     i = cuda.grid(1)
     if i < x.shape[0]:
-        affine_fwd_bwd_row(dz, dlogdet, x, h, idx_b, bound, dx, dh, i)
+        affine_fwd_bwd_row(dz, dlogdet, x, ls, idx_b, bound, dx, dh, i)
 
 
 @cuda.jit(cache=True)
-def _affine_inv_bwd_kernel(dx, dlogdet, x, h, idx_b, bound, dz, dh):
+def _affine_inv_bwd_kernel(dx, dlogdet, x, ls, idx_b, bound, dz, dh):
     i = cuda.grid(1)
     if i < x.shape[0]:
-        affine_inv_bwd_row(dx, dlogdet, x, h, idx_b, bound, dz, dh, i)
+        affine_inv_bwd_row(dx, dlogdet, x, ls, idx_b, bound, dz, dh, i)
 
 
 @cuda.jit(cache=True)
@@ -77,31 +78,31 @@ def _additive_bwd_kernel(dout, idx_b, sign, din, dh):
         additive_bwd_row(dout, idx_b, sign, din, dh, i)
 
 
-def affine_coupling_fwd(x, h, idx_b, bound, z, logdet):
+def affine_coupling_fwd(x, h, idx_b, bound, z, logdet, ls):
     """z_b = x_b * exp(ls) + t, ls = bound * tanh(h_s / bound); logdet[n] = sum_b ls."""
-    _affine_fwd_kernel[_pkg._grid(x.shape[0])](x, h, idx_b, bound, z, logdet)
+    _affine_fwd_kernel[_pkg._grid(x.shape[0])](x, h, idx_b, bound, z, logdet, ls)
 
 
-def affine_coupling_inv(z, h, idx_b, bound, x, logdet):
+def affine_coupling_inv(z, h, idx_b, bound, x, logdet, ls):
     """x_b = (z_b - t) * exp(-ls); logdet[n] = -sum_b ls."""
-    _affine_inv_kernel[_pkg._grid(z.shape[0])](z, h, idx_b, bound, x, logdet)
+    _affine_inv_kernel[_pkg._grid(z.shape[0])](z, h, idx_b, bound, x, logdet, ls)
 
 
-def affine_coupling_fwd_bwd(dz, dlogdet, x, h, idx_b, bound, dx, dh):
+def affine_coupling_fwd_bwd(dz, dlogdet, x, ls, idx_b, bound, dx, dh):
     """VJP of affine_coupling_fwd.
 
     dx_a = dz_a; dx_b = dz_b * s; dt = dz_b; d raw = (dz_b * x_b * s + dlogdet) * (1 - (ls/bound)^2).
     """
-    _affine_fwd_bwd_kernel[_pkg._grid(x.shape[0])](dz, dlogdet, x, h, idx_b, bound, dx, dh)
+    _affine_fwd_bwd_kernel[_pkg._grid(x.shape[0])](dz, dlogdet, x, ls, idx_b, bound, dx, dh)
 
 
-def affine_coupling_inv_bwd(dx, dlogdet, x, h, idx_b, bound, dz, dh):
+def affine_coupling_inv_bwd(dx, dlogdet, x, ls, idx_b, bound, dz, dh):
     """VJP of affine_coupling_inv, given its *output* x.
 
     x_b = (z_b - t) e^{-ls}: dz_b = dx_b e^{-ls}; dt = -dx_b e^{-ls};
     d ls = -dx_b * x_b - dlogdet; d raw = d ls * (1 - (ls/bound)^2).
     """
-    _affine_inv_bwd_kernel[_pkg._grid(x.shape[0])](dx, dlogdet, x, h, idx_b, bound, dz, dh)
+    _affine_inv_bwd_kernel[_pkg._grid(x.shape[0])](dx, dlogdet, x, ls, idx_b, bound, dz, dh)
 
 
 def additive_coupling(x, h, idx_b, sign, out):

@@ -15,7 +15,10 @@ import numba
 import numpy as np
 from numba import cuda
 
-from .._scalar import act_fwd, act_vjp
+from .. import _scalar
+
+act_fwd = _scalar.for_cuda(_scalar.act_fwd)
+act_vjp = _scalar.for_cuda(_scalar.act_vjp)
 
 __all__ = [
     "linear_act",
