@@ -26,10 +26,12 @@ from .errors import (
 )
 from .kernels.cpu.memory import release as release_memory
 from .models import build
-from .nn import MLP, Linear
+from .nn import MADE, MLP, Linear, MaskedLinear
 from .threads import get_num_threads, set_num_threads
 from .train import Adam, evaluate_nll, fit, fit_reverse_kl, load, save
 from .transforms import (
+    IAF,
+    MAF,
     AdditiveCoupling,
     AffineCoupling,
     Permutation,
@@ -75,7 +77,11 @@ __all__ = [
     "load",
     "save",
     "MLP",
+    "MADE",
+    "MaskedLinear",
     "Linear",
+    "MAF",
+    "IAF",
     "AdditiveCoupling",
     "AffineCoupling",
     "Permutation",

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from .errors import NfcoreError
+from .errors import ConfigError, NfcoreError
 
 __all__ = ["main", "build_parser"]
 
@@ -25,7 +25,8 @@ def build_parser():
 
     t = sub.add_parser("train", help="fit a flow to data by maximum likelihood")
     t.add_argument("--data", default="moons", help="built-in density name or a .npy/.csv path (default: moons)")
-    t.add_argument("--flow", default="realnvp", choices=["realnvp", "nice"], help="flow family (default: realnvp)")
+    t.add_argument("--flow", default="realnvp", choices=["realnvp", "nice", "maf", "iaf"],
+                   help="flow family (default: realnvp; iaf cannot be fitted to data by maximum likelihood)")
     t.add_argument("--layers", type=int, default=8, help="coupling layers (default: 8)")
     t.add_argument("--hidden", type=int, default=64, help="hidden width of the conditioner MLPs (default: 64)")
     t.add_argument("--depth", type=int, default=2, help="hidden layers per conditioner (default: 2)")
@@ -75,6 +76,12 @@ def cmd_train(args, out=print):
         from .threads import set_num_threads
 
         set_num_threads(args.threads)
+    if args.flow == "iaf":
+        raise ConfigError(
+            "an IAF's density direction is sequential and has no gradient, so it cannot be fitted to data by "
+            "maximum likelihood; use --flow maf here, or fit an IAF to an unnormalised density with "
+            "nfcore.fit_reverse_kl (examples/reverse_kl_banana.py)"
+        )
     data = load_data(args.data, n=args.n_train, seed=args.seed)
     mean, std = standardization(data)
     config = {

@@ -5,13 +5,16 @@ a checkpoint stores that dict, so ``nfcore.load`` rebuilds the model without the
 that made it.
 
 Config keys (defaults in ``DEFAULTS``):
-    flow        ``realnvp`` | ``nice``
+    flow        ``realnvp`` | ``nice`` | ``maf`` | ``iaf``
     dim         data dimension D
-    layers      number of coupling layers K
+    layers      number of coupling (or autoregressive) layers K
     hidden      list of hidden widths of each conditioner MLP
     activation  conditioner activation (``relu``, ``leaky_relu``, ``tanh``, ``elu``, ``softplus``)
     residual    residual hidden blocks in the conditioner
     mask        ``alternating`` | ``half`` | ``random`` (parity flips every layer)
+    order       MAF/IAF variable order: ``alternate`` (natural, reversed, natural, ...),
+                ``natural``, ``reversed`` or ``random`` (fixed per layer)
+    hidden_degrees  MADE hidden degrees: ``sequential`` | ``random``
     permute     ``none`` | ``reverse`` | ``random``: a fixed permutation after each coupling
     scale_bound RealNVP's soft log-scale bound
     base        ``normal`` | ``diag`` (learnable diagonal Gaussian)
@@ -30,6 +33,8 @@ from .core.flow import Flow
 from .core.transform import Chain
 from .errors import ConfigError
 from .transforms import (
+    IAF,
+    MAF,
     AdditiveCoupling,
     AffineCoupling,
     Permutation,
@@ -39,7 +44,7 @@ from .transforms import (
     make_permutation,
 )
 
-__all__ = ["DEFAULTS", "FLOWS", "build", "realnvp", "nice"]
+__all__ = ["DEFAULTS", "FLOWS", "build", "realnvp", "nice", "maf", "iaf"]
 
 DEFAULTS = {
     "flow": "realnvp",
@@ -49,6 +54,8 @@ DEFAULTS = {
     "activation": "relu",
     "residual": False,
     "mask": "alternating",
+    "order": "alternate",
+    "hidden_degrees": "sequential",
     "permute": "none",
     "scale_bound": 3.0,
     "base": "normal",
@@ -83,6 +90,33 @@ def _coupling_chain(cfg, layer_cls, extra_kwargs, dtype):
     return layers
 
 
+def _autoregressive_chain(cfg, cls, dtype):
+    rng = np.random.default_rng(cfg["seed"])
+    layers = []
+    if cfg["standardize"] is not None:
+        layers.append(Standardize(cfg["standardize"]["mean"], cfg["standardize"]["std"], dtype=dtype))
+    for k in range(cfg["layers"]):
+        order = cfg["order"]
+        if order == "alternate":
+            order = "natural" if k % 2 == 0 else "reversed"
+        layers.append(
+            cls(cfg["dim"], hidden=cfg["hidden"], order=order, hidden_degrees=cfg["hidden_degrees"],
+                activation=cfg["activation"], context_dim=cfg["context_dim"], scale_bound=cfg["scale_bound"],
+                rng=rng, dtype=dtype)
+        )
+    return layers
+
+
+def maf(cfg, dtype):
+    """MAF: K affine autoregressive layers on MADEs, orders alternating between layers."""
+    return _autoregressive_chain(cfg, MAF, dtype)
+
+
+def iaf(cfg, dtype):
+    """IAF: like MAF but with the one-pass direction for sampling (fit it by reverse KL)."""
+    return _autoregressive_chain(cfg, IAF, dtype)
+
+
 def realnvp(cfg, dtype):
     """RealNVP: K affine couplings with alternating masks."""
     return _coupling_chain(cfg, AffineCoupling, {"scale_bound": cfg["scale_bound"]}, dtype)
@@ -93,7 +127,7 @@ def nice(cfg, dtype):
     return [*_coupling_chain(cfg, AdditiveCoupling, {}, dtype), Scaling(cfg["dim"], dtype=dtype)]
 
 
-FLOWS = {"realnvp": realnvp, "nice": nice}
+FLOWS = {"realnvp": realnvp, "nice": nice, "maf": maf, "iaf": iaf}
 
 
 def normalize_config(config):

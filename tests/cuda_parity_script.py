@@ -170,6 +170,8 @@ def op_cases(rng, dt, s):
             (f"rows={rows}", [r(rows, d), r(d), r(d, scale=0.5), r(rows), _nan((rows, d), dt), r(d), r(d)], [4, 5, 6])
             for rows in (s.rows, 2)
         ],
+        "mask_mul": [("", [r(n, d), (rng.uniform(size=(n, d)) < 0.5).astype(dt), _nan((n, d), dt)], [2])],
+        "mask_mul_acc": [("", [r(n, d), (rng.uniform(size=(n, d)) < 0.5).astype(dt), r(n, d)], [2])],
         "fill_sum": [(f"scale={sc}", [_nan(n, dt), r(d), sc], [0]) for sc in (1.0, -3.0)],
         "sumsq": [("", [r(flat)], [])],
         "total": [("2-D", [r(n, d)], []), ("long", [r(40 * flat)], [])],

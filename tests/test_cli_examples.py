@@ -78,3 +78,15 @@ def test_example_runs(path, capsys, monkeypatch, tmp_path):
     spec.loader.exec_module(module)
     module.main(quick=True)
     assert capsys.readouterr().out.strip()
+
+
+def test_train_maf_and_refuse_iaf(tmp_path, capsys):
+    run = tmp_path / "maf"
+    rc, out, _ = _run(["train", "--data", "8gaussians", "--flow", "maf", "--n-train", 1500, "--epochs", 2,
+                       "--layers", 2, "--hidden", 16, "--out", run, "--no-plot"], capsys)
+    assert rc == 0 and "test NLL" in out
+    flow = nfcore.load(run / "model.npz")
+    assert type(flow.transform.transforms[1]).__name__ == "MAF"
+    assert flow.sample(3, seed=0).shape == (3, 2)
+    rc, _, err = _run(["train", "--flow", "iaf", "--epochs", 1], capsys)
+    assert rc == 2 and "fit_reverse_kl" in err

@@ -20,6 +20,8 @@ __all__ = [
     "diag_normal_logprob",
     "diag_normal_logprob_bwd",
     "fill_sum",
+    "mask_mul",
+    "mask_mul_acc",
     "sumsq",
     "scale_inplace",
     "total",
@@ -109,6 +111,24 @@ def diag_normal_logprob_bwd(z, loc, logscale, dlp, dz, dloc, dlogscale):
             dz[i, j] = -u * inv_s * g
             dloc[j] += u * inv_s * g
             dlogscale[j] += (u * u - 1.0) * g
+
+
+@_jit
+def mask_mul(a, mask, out):
+    """out = a * mask (2-D): a masked layer's effective weight."""
+    r, c = a.shape
+    for i in range(r):
+        for j in range(c):
+            out[i, j] = a[i, j] * mask[i, j]
+
+
+@_jit
+def mask_mul_acc(a, mask, out):
+    """out += a * mask (2-D): a masked layer's weight gradient, masked entries never touched."""
+    r, c = a.shape
+    for i in range(r):
+        for j in range(c):
+            out[i, j] += a[i, j] * mask[i, j]
 
 
 @_jit

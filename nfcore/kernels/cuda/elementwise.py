@@ -27,6 +27,8 @@ __all__ = [
     "diag_normal_logprob",
     "diag_normal_logprob_bwd",
     "fill_sum",
+    "mask_mul",
+    "mask_mul_acc",
     "sumsq",
     "scale_inplace",
     "total",
@@ -110,6 +112,29 @@ def diag_affine_bwd(dout, dlogdet, out, loc, logscale, sign, rows_per_sample, di
     )
     _finish_chunk_sums(loc_part, dloc)
     _finish_chunk_sums(ls_part, dlogscale)
+
+
+@cuda.jit(cache=True)
+def _mask_mul_kernel(a, mask, out, accumulate):
+    t = cuda.grid(1)
+    c = a.shape[1]
+    if t < a.shape[0] * c:
+        i = t // c
+        j = t - i * c
+        if accumulate:
+            out[i, j] += a[i, j] * mask[i, j]
+        else:
+            out[i, j] = a[i, j] * mask[i, j]
+
+
+def mask_mul(a, mask, out):
+    """out = a * mask (2-D): a masked layer's effective weight."""
+    _mask_mul_kernel[_pkg._grid(a.size)](a, mask, out, 0)
+
+
+def mask_mul_acc(a, mask, out):
+    """out += a * mask (2-D): a masked layer's weight gradient, masked entries never touched."""
+    _mask_mul_kernel[_pkg._grid(a.size)](a, mask, out, 1)
 
 
 @cuda.jit(cache=True)

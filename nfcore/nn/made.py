@@ -1,0 +1,231 @@
+"""MADE: masked autoencoder for distribution estimation, with hand-written backward.
+
+Every unit gets a degree. Inputs carry their position in the chosen order (1..D), context
+inputs degree 0; a hidden unit of degree m may see units of degree <= m, and an output of
+degree d only hidden units of degree < d. So output d depends on inputs that come before it
+in the order, never on itself or later ones: the network is autoregressive.
+
+The mask multiplies the weight in the forward pass (``W * M``) and the weight gradient in
+backward (``dW += (x^T dh) * M``), so masked entries neither act nor learn, whatever values
+an optimiser, a checkpoint or a test writes into them.
+
+References:
+    Germain, Gregor, Murray, Larochelle. MADE: Masked Autoencoder for Distribution
+    Estimation (2015).
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ..core.module import Buffer, Module, Parameter
+from ..errors import ConfigError, ShapeError
+from ..kernels import backend_of
+from ..kernels._scalar import ACT_IDENTITY
+from .activations import activation_code
+
+__all__ = ["made_degrees", "MaskedLinear", "MADE"]
+
+
+def _input_degrees(dim, order, rng):
+    if order == "natural":
+        perm = np.arange(dim)
+    elif order == "reversed":
+        perm = np.arange(dim)[::-1]
+    elif order == "random":
+        perm = rng.permutation(dim)
+    else:
+        perm = np.asarray(order, dtype=np.int64)
+        if perm.shape != (dim,) or not np.array_equal(np.sort(perm), np.arange(dim)):
+            raise ConfigError(f"order must be natural, reversed, random or a permutation of 0..{dim - 1}")
+    degrees = np.empty(dim, dtype=np.int64)
+    degrees[perm] = np.arange(1, dim + 1)  # perm[k] is the k-th variable in the order
+    return degrees
+
+
+def made_degrees(dim, hidden, order="natural", hidden_degrees="sequential", rng=None):
+    """(input degrees (D,), [hidden degrees per layer]) of a MADE.
+
+    hidden_degrees: ``sequential`` (unit k gets k mod (D-1) + 1) or ``random`` (uniform in
+    [smallest degree of the layer below, D - 1]).
+    """
+    if dim < 2:
+        raise ConfigError(f"an autoregressive network needs dim >= 2, got {dim}")
+    rng = np.random.default_rng(rng)
+    d_in = _input_degrees(dim, order, rng)
+    layers = []
+    low = 1
+    for width in hidden:
+        if hidden_degrees == "sequential":
+            deg = np.arange(width) % (dim - 1) + 1
+        elif hidden_degrees == "random":
+            deg = rng.integers(low, dim, size=width)
+        else:
+            raise ConfigError(f"hidden_degrees must be sequential or random, got {hidden_degrees!r}")
+        layers.append(deg.astype(np.int64))
+        low = int(deg.min())
+    return d_in, layers
+
+
+class MaskedCache(NamedTuple):
+    x: object  # (N, in) input
+    y: object  # (N, out) output
+    w: object  # (in, out) effective weight W * M
+
+
+class MaskedLinear(Module):
+    """y = phi(x (W * M) + b): a linear layer whose connections are restricted by a 0/1 mask M.
+
+    Arguments:
+        mask: (in, out) boolean array.
+        activation, alpha: as for ``Linear``.
+        zero_init: start with W = 0 (the MADE's output layer, so a flow starts as the identity).
+    """
+
+    def __init__(self, mask, activation="identity", alpha=None, zero_init=False, rng=None, dtype=np.float64):
+        mask = np.asarray(mask, dtype=bool)
+        if mask.ndim != 2:
+            raise ConfigError("mask must be 2-D (in, out)")
+        self.in_features, self.out_features = mask.shape
+        self.act_code, self.alpha = activation_code(activation, alpha)
+        rng = np.random.default_rng(rng)
+        fan_in = np.maximum(mask.sum(0), 1)  # connections actually feeding each output
+        if zero_init:
+            w = np.zeros(mask.shape)
+        else:
+            w = rng.uniform(-1, 1, size=mask.shape) / np.sqrt(fan_in)
+        self.weight = Parameter(np.ascontiguousarray(w * mask, dtype=dtype))
+        self.bias = Parameter(np.zeros(self.out_features, dtype=dtype))
+        self.mask = Buffer(mask.astype(dtype))
+
+    def forward(self, x, need_grad=True):
+        """(N, in) -> ((N, out), cache)."""
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ShapeError(f"MaskedLinear expected x of shape (N, {self.in_features}), got {tuple(x.shape)}")
+        ops = backend_of(x)
+        w = ops.empty(self.weight.data.shape, x.dtype)
+        ops.mask_mul(self.weight.data, self.mask.data, w)
+        y = ops.empty((x.shape[0], self.out_features), x.dtype)
+        ops.linear_act(x, w, self.bias.data, self.act_code, self.alpha, y)
+        return y, (MaskedCache(x, y, w) if need_grad else None)
+
+    def backward(self, dy, cache, need_input_grad=True):
+        """dh = dy phi'; db += sum_n dh; dW += (x^T dh) * M; returns dx = dh (W * M)^T."""
+        x, y, w = cache
+        ops = backend_of(dy)
+        if self.act_code == ACT_IDENTITY:
+            dh = dy
+            ops.colsum_acc(dh, self.bias.grad)
+        else:
+            dh = ops.empty(y.shape, y.dtype)
+            ops.bias_act_bwd(dy, y, self.act_code, self.alpha, dh, self.bias.grad)
+        dw = ops.zeros(w.shape, w.dtype)
+        ops.matmul_tn_acc(x, dh, dw)
+        ops.mask_mul_acc(dw, self.mask.data, self.weight.grad)
+        if not need_input_grad:
+            return None
+        dx = ops.empty(x.shape, x.dtype)
+        ops.matmul_nt(dh, w, dx)
+        return dx
+
+
+class MADECache(NamedTuple):
+    layers: tuple
+
+
+class MADE(Module):
+    """An autoregressive MLP: (N, D) inputs (+ (N, C) context) -> (N, P * D) outputs.
+
+    Output column ``p * D + d`` is parameter p of variable d and depends only on the variables
+    before d in the order (and on the context).
+
+    Arguments:
+        dim: D.
+        hidden: hidden widths, e.g. ``[128, 128]`` (each at least D - 1 for sequential degrees,
+            so every degree is represented).
+        params_per_dim: P, outputs per variable.
+        order: ``natural``, ``reversed``, ``random`` or an explicit permutation (first variable
+            first).
+        hidden_degrees: ``sequential`` or ``random``.
+        activation, alpha: hidden activation.
+        context_dim: C, inputs of degree 0 that every hidden unit sees.
+        zero_last: zero-initialise the output layer.
+        rng: Generator or seed (weights, random orders and degrees).
+
+    Example:
+        >>> import numpy as np
+        >>> made = MADE(3, [8, 8], params_per_dim=2, rng=0)
+        >>> y, _ = made.forward(np.ones((4, 3)))
+        >>> y.shape
+        (4, 6)
+    """
+
+    def __init__(self, dim, hidden=(64, 64), params_per_dim=2, order="natural", hidden_degrees="sequential",
+                 activation="relu", alpha=None, context_dim=0, zero_last=True, rng=None, dtype=np.float64):
+        rng = np.random.default_rng(rng)
+        hidden = [int(h) for h in hidden]
+        if not hidden:
+            raise ConfigError("MADE needs at least one hidden layer")
+        self.dim = int(dim)
+        self.context_dim = int(context_dim)
+        self.params_per_dim = int(params_per_dim)
+        d_in, d_hidden = made_degrees(self.dim, hidden, order, hidden_degrees, rng)
+        self.input_degrees = Buffer(d_in)
+        deg_prev = np.concatenate([d_in, np.zeros(self.context_dim, dtype=np.int64)])
+        self.layers = []
+        for deg in d_hidden:
+            mask = deg[None, :] >= deg_prev[:, None]
+            self.layers.append(MaskedLinear(mask, activation, alpha, rng=rng, dtype=dtype))
+            deg_prev = deg
+        out_deg = np.tile(d_in, self.params_per_dim)
+        mask = out_deg[None, :] > deg_prev[:, None]
+        self.layers.append(MaskedLinear(mask, "identity", zero_init=zero_last, rng=rng, dtype=dtype))
+        self._ctx_idx = np.arange(self.context_dim, dtype=np.int64)
+        self._x_idx = np.arange(self.dim, dtype=np.int64)
+
+    def _after_load(self):
+        ops = backend_of(self.input_degrees.data)
+        self._ctx_idx = ops.asarray(np.arange(self.context_dim, dtype=np.int64))
+        self._x_idx = ops.asarray(np.arange(self.dim, dtype=np.int64))
+
+    def order(self):
+        """The variables in autoregressive order (first one first)."""
+        deg = np.asarray(backend_of(self.input_degrees.data).to_host(self.input_degrees.data))
+        return np.argsort(deg, kind="stable")
+
+    def _input(self, x, context):
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ShapeError(f"MADE expected x of shape (N, {self.dim}), got {tuple(x.shape)}")
+        if not self.context_dim:
+            if context is not None:
+                raise ShapeError("this MADE was built without context (context_dim=0) but got one")
+            return x
+        if context is None or tuple(context.shape) != (x.shape[0], self.context_dim):
+            got = None if context is None else tuple(context.shape)
+            raise ShapeError(f"expected context of shape ({x.shape[0]}, {self.context_dim}), got {got}")
+        ops = backend_of(x)
+        xc = ops.empty((x.shape[0], self.dim + self.context_dim), x.dtype)
+        ops.gather_cols(x, self._x_idx, xc, 0)
+        ops.gather_cols(context, self._ctx_idx, xc, self.dim)
+        return xc
+
+    def forward(self, x, context=None, need_grad=True):
+        """(N, D) [+ (N, C)] -> ((N, P * D), cache)."""
+        h = self._input(x, context)
+        caches = []
+        for layer in self.layers:
+            h, c = layer.forward(h, need_grad)
+            caches.append(c)
+        return h, (MADECache(tuple(caches)) if need_grad else None)
+
+    def backward(self, dy, cache):
+        """d input (N, D): the VJPs of the masked layers in reverse (the context gets none)."""
+        dh = dy
+        for i in range(len(self.layers) - 1, -1, -1):
+            dh = self.layers[i].backward(dh, cache.layers[i])
+        if not self.context_dim:
+            return dh
+        ops = backend_of(dh)
+        dx = ops.empty((dh.shape[0], self.dim), dh.dtype)
+        ops.gather_cols(dh, self._x_idx, dx, 0)
+        return dx
