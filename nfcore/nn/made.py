@@ -188,6 +188,20 @@ class MADE(Module):
         self._ctx_idx = ops.asarray(np.arange(self.context_dim, dtype=np.int64))
         self._x_idx = ops.asarray(np.arange(self.dim, dtype=np.int64))
 
+    def effective_degrees(self):
+        """Per hidden layer, each unit's effective degree (host arrays): the largest degree among
+        the units that feed it (0 if only the context does). A unit is final once every input
+        variable of degree <= its degree is."""
+        deg_in = np.asarray(backend_of(self.input_degrees.data).to_host(self.input_degrees.data))
+        prev = np.concatenate([deg_in, np.zeros(self.context_dim, dtype=np.int64)])
+        out = []
+        for layer in self.layers[:-1]:
+            mask = np.asarray(backend_of(layer.mask.data).to_host(layer.mask.data)) != 0
+            deg = np.where(mask, prev[:, None], 0).max(axis=0)
+            out.append(deg.astype(np.int64))
+            prev = deg
+        return out
+
     def order(self):
         """The variables in autoregressive order (first one first)."""
         deg = np.asarray(backend_of(self.input_degrees.data).to_host(self.input_degrees.data))

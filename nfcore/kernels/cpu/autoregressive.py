@@ -1,0 +1,116 @@
+"""CPU kernel of the fast sequential pass of an affine autoregressive layer (MAF sampling,
+IAF density): every MADE unit computed exactly once, the moment its inputs are final.
+
+Per tile of rows, for each position k of the order: the variable's (mu, raw alpha) from the
+last hidden layer's units of degree <= k; its value through the affine map; then, layer by
+layer, the units of degree k + 1 from the (final) units below them. Units are sorted by
+degree, so "every unit final by now" is a prefix of each (transposed) weight row and every
+inner product runs over contiguous memory; the rows of a tile share each weight row while it
+sits in L1. FLOPs: one masked forward pass. Threads: tiles are independent (prange), and no
+BLAS runs inside, so no thread pools compete.
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .._scalar import act_fwd, softclamp
+
+__all__ = ["ar_sequential"]
+
+TILE = 8  # rows per tile: they share each weight row while it sits in L1
+
+
+# reassoc lets LLVM vectorise the inner products (a strict left-to-right sum cannot be; the
+# unit-major alternative without it measured 2.2x slower); nothing here is differentiated,
+# and no flag that assumes away NaN or inf is set
+@njit(cache=True, error_model="numpy", parallel=True, fastmath={"reassoc", "contract"})
+def ar_sequential(y, order, wts, bs, counts, codes, alphas, ctx_part, wo, bo, bound, expand, out, logdet):
+    """out, logdet of the sequential direction (expand: out = y e^a + mu, else (y - mu) e^-a).
+
+    y, out: (N, D); order: (D,) variables in order; wts[l]: (H_l, K_l) masked weights, units
+    sorted by degree (layer 0's K_0 columns: inputs in order position); bs[l]: (H_l,) sorted
+    biases; counts: (L, D + 1) units of degree <= m; codes, alphas: activations per layer;
+    ctx_part: (N, H_0) the context's share of layer 0 (or (0, 0)); wo: (D, 2, H_L) output
+    weights (mu, raw alpha) per position; bo: (D, 2).
+    """
+    n, d = y.shape
+    n_layers = len(wts)
+    hmax = 1
+    for li in range(n_layers):
+        hmax = max(hmax, wts[li].shape[0])
+    use_ctx = ctx_part.shape[0] > 0
+    n_tiles = (n + TILE - 1) // TILE
+    for t in prange(n_tiles):
+        r0 = t * TILE
+        nr = min(n, r0 + TILE) - r0
+        h = np.zeros((n_layers, nr, hmax), dtype=y.dtype)
+        xp = np.zeros((nr, d), dtype=y.dtype)
+        acc_ld = np.zeros(nr)
+        for k in range(d):
+            v = order[k]
+            last = counts[n_layers - 1, k]
+            wmu = wo[k, 0]
+            wal = wo[k, 1]
+            for r in range(nr):
+                mu = bo[k, 0]
+                raw = bo[k, 1]
+                hr = h[n_layers - 1, r]
+                for j in range(last):
+                    mu += hr[j] * wmu[j]
+                    raw += hr[j] * wal[j]
+                a = softclamp(raw, bound)
+                if expand:
+                    xp[r, k] = y[r0 + r, v] * math.exp(a) + mu
+                    acc_ld[r] += a
+                else:
+                    xp[r, k] = (y[r0 + r, v] - mu) * math.exp(-a)
+                    acc_ld[r] -= a
+            for li in range(n_layers):
+                s0 = counts[li, k]
+                s1 = counts[li, k + 1]
+                w = wts[li]
+                b = bs[li]
+                kin = k + 1 if li == 0 else counts[li - 1, k + 1]
+                code = codes[li]
+                alpha = alphas[li]
+                s = s0
+                while s < s1:
+                    if s + 4 <= s1:
+                        # four units per sweep over the inputs: each input loaded once for four sums
+                        w0, w1, w2, w3 = w[s], w[s + 1], w[s + 2], w[s + 3]
+                        for r in range(nr):
+                            below = xp[r] if li == 0 else h[li - 1, r]
+                            z0, z1, z2, z3 = b[s], b[s + 1], b[s + 2], b[s + 3]
+                            for j in range(kin):
+                                bj = below[j]
+                                z0 += bj * w0[j]
+                                z1 += bj * w1[j]
+                                z2 += bj * w2[j]
+                                z3 += bj * w3[j]
+                            if li == 0 and use_ctx:
+                                z0 += ctx_part[r0 + r, s]
+                                z1 += ctx_part[r0 + r, s + 1]
+                                z2 += ctx_part[r0 + r, s + 2]
+                                z3 += ctx_part[r0 + r, s + 3]
+                            h[li, r, s] = act_fwd(z0, code, alpha)
+                            h[li, r, s + 1] = act_fwd(z1, code, alpha)
+                            h[li, r, s + 2] = act_fwd(z2, code, alpha)
+                            h[li, r, s + 3] = act_fwd(z3, code, alpha)
+                        s += 4
+                    else:
+                        ws = w[s]
+                        for r in range(nr):
+                            below = xp[r] if li == 0 else h[li - 1, r]
+                            z = b[s]
+                            for j in range(kin):
+                                z += below[j] * ws[j]
+                            if li == 0 and use_ctx:
+                                z += ctx_part[r0 + r, s]
+                            h[li, r, s] = act_fwd(z, code, alpha)
+                        s += 1
+        for r in range(nr):
+            for k in range(d):
+                out[r0 + r, order[k]] = xp[r, k]
+            logdet[r0 + r] = acc_ld[r]
