@@ -1,4 +1,4 @@
-"""RealNVP throughput: nfcore vs zuko and nflows, measured side by side in one process.
+"""RealNVP (or MAF) throughput: nfcore vs zuko and nflows, measured side by side in one process.
 
 For each configuration (D, hidden, batch) it times, after a warm-up (JIT compile excluded):
 a training step (zero grads, forward, backward, Adam), log_prob, and sampling; all float32.
@@ -8,7 +8,10 @@ spinning thread pools go idle. Prints one markdown table with samples/s and nfco
 over the fastest peer.
 
     pip install '.[bench]'            # torch (CPU), zuko, nflows
-    python benchmarks/bench_realnvp.py [--quick] [--rounds R]
+    python benchmarks/bench_realnvp.py [--quick] [--rounds R] [--flow maf]
+
+With ``--flow maf`` the flows are MAFs (5 layers of MADE, 2 hidden layers, orders reversed
+between layers) on MAF_CONFIGS, and sampling is left out (bench_maf.py times it).
 """
 
 import argparse
@@ -25,6 +28,8 @@ CONFIGS = [  # (D, hidden, layers, batch)
     (64, 256, 8, 256),
     (64, 256, 8, 4096),
 ]
+MAF_CONFIGS = [(8, 128, 5, 256), (8, 128, 5, 4096), (64, 512, 5, 256), (64, 512, 5, 4096)]
+FLOW = "realnvp"
 
 
 def _timeit(fn, min_time):
@@ -43,8 +48,8 @@ class NfcoreCase:
     name = "nfcore"
 
     def __init__(self, d, hidden, layers, batch):
-        self.flow = nfcore.build({"flow": "realnvp", "dim": d, "layers": layers, "hidden": [hidden, hidden],
-                                  "dtype": "float32", "permute": "none"})
+        self.flow = nfcore.build({"flow": FLOW, "dim": d, "layers": layers, "hidden": [hidden, hidden],
+                                  "dtype": "float32"})
         self.opt = nfcore.Adam(self.flow.parameters(), lr=1e-4)
         self.x = np.random.default_rng(0).normal(size=(batch, d)).astype(np.float32)
         self.batch = batch
@@ -69,7 +74,8 @@ class ZukoCase:
         import zuko
 
         self.torch = torch
-        self.flow = zuko.flows.RealNVP(d, transforms=layers, hidden_features=(hidden, hidden))
+        family = zuko.flows.MAF if FLOW == "maf" else zuko.flows.RealNVP
+        self.flow = family(d, transforms=layers, hidden_features=(hidden, hidden))
         self.opt = torch.optim.Adam(self.flow.parameters(), lr=1e-4)
         self.x = torch.from_numpy(np.random.default_rng(0).normal(size=(batch, d)).astype(np.float32))
         self.batch = batch
@@ -112,7 +118,16 @@ class NflowsCase:
         def net(i, o):
             return Net(i, o)
 
-        ts = [AffineCouplingTransform((torch.arange(d) + k) % 2, net) for k in range(layers)]
+        if FLOW == "maf":
+            from nflows.transforms import MaskedAffineAutoregressiveTransform, ReversePermutation
+
+            ts = []
+            for k in range(layers):
+                if k:
+                    ts.append(ReversePermutation(d))
+                ts.append(MaskedAffineAutoregressiveTransform(d, hidden, num_blocks=1, use_residual_blocks=False))
+        else:
+            ts = [AffineCouplingTransform((torch.arange(d) + k) % 2, net) for k in range(layers)]
         self.flow = Flow(CompositeTransform(ts), StandardNormal([d]))
         self.opt = torch.optim.Adam(self.flow.parameters(), lr=1e-4)
         self.x = torch.from_numpy(np.random.default_rng(0).normal(size=(batch, d)).astype(np.float32))
@@ -196,15 +211,21 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--min-time", type=float, default=0.3, help="seconds per timing")
     p.add_argument("--config", type=int, action="append", help="index into CONFIGS (repeatable)")
+    p.add_argument("--flow", choices=["realnvp", "maf"], default="realnvp")
     args = p.parse_args(argv)
-    configs = [CONFIGS[i] for i in args.config] if args.config else CONFIGS
+    global FLOW
+    FLOW = args.flow
+    table = MAF_CONFIGS if FLOW == "maf" else CONFIGS
+    configs = [table[i] for i in args.config] if args.config else table
+    ops = ("train_step", "log_prob") if FLOW == "maf" else ("train_step", "log_prob", "sample")
     names = ["nfcore"] + [c.name for c in peers()]
     print("samples/s (best of interleaved rounds), float32, 2 threads; ratio = fastest peer's time / nfcore's")
     print("| D | hidden | batch | op | " + " | ".join(names) + " | nfcore speed-up |")
     print("|" + "---|" * (5 + len(names)))
+    print(f"flow: {FLOW}")
     if args.quick:
-        return run(configs, 1, 0.05)
-    return run(configs, args.rounds, args.min_time)
+        return run(configs, 1, 0.05, ops=ops)
+    return run(configs, args.rounds, args.min_time, ops=ops)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import sys
 
+import numpy as np
 from numba import cuda
 
 from .. import _rows
@@ -16,10 +17,10 @@ _pkg = sys.modules[__package__]
 
 
 @cuda.jit(cache=True)
-def _adam_kernel(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
+def _adam_kernel(p, g, m, v, lr, beta1, c1, beta2, c2, eps, weight_decay, bc1, bc2):
     i = cuda.grid(1)
     if i < p.shape[0]:
-        adam_element(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, i)
+        adam_element(p, g, m, v, lr, beta1, c1, beta2, c2, eps, weight_decay, bc1, bc2, i)
 
 
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
@@ -31,6 +32,7 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
     # the bias corrections are the same for every element: computed once, on the host
     bc1 = 1.0 - float(beta1) ** int(step)
     bc2 = 1.0 - float(beta2) ** int(step)
+    t = np.dtype(p.dtype).type  # constants in the buffers' dtype, as on the CPU
     _adam_kernel[_pkg._grid(p.shape[0])](
-        p, g, m, v, float(lr), float(beta1), float(beta2), float(eps), float(weight_decay), bc1, bc2
+        p, g, m, v, t(lr), t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(eps), t(weight_decay), t(bc1), t(bc2)
     )
