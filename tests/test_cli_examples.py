@@ -90,3 +90,16 @@ def test_train_maf_and_refuse_iaf(tmp_path, capsys):
     assert flow.sample(3, seed=0).shape == (3, 2)
     rc, _, err = _run(["train", "--flow", "iaf", "--epochs", 1], capsys)
     assert rc == 2 and "fit_reverse_kl" in err
+
+
+def test_digits_flat_is_a_tabular_dataset(tmp_path, capsys):
+    from nfcore.data import load_digits
+
+    x, labels = load_digits(seed=0, return_labels=True)
+    assert x.shape == (1797, 64) and labels.shape == (1797,)
+    assert 0.0 <= x.min() and x.max() < 1.0  # dequantised: (v + u) / 17
+    np.testing.assert_array_equal(np.floor(x * 17), np.floor(load_digits(seed=1) * 17))  # same pixels, new noise
+    assert load_digits(flat=False, dequantize=False).shape == (1797, 8, 8, 1)
+    rc, out, _ = _run(["train", "--data", "digits-flat", "--flow", "maf", "--layers", 2, "--hidden", 70, "--epochs", 1,
+                       "--out", tmp_path / "d", "--no-plot"], capsys)
+    assert rc == 0 and "(1797, 64)" in out

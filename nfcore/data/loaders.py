@@ -7,7 +7,7 @@ import numpy as np
 from ..errors import DataError
 from .toy import TOY_DENSITIES, sample_toy
 
-__all__ = ["load_array", "load_data", "standardization"]
+__all__ = ["DATASETS", "load_array", "load_data", "standardization"]
 
 
 def load_array(path):
@@ -58,12 +58,21 @@ def _read_csv(path):
     return np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
 
 
+#: built-in data sets that are not 2-D toy densities
+DATASETS = ("digits-flat",)
+
+
 def load_data(source, n=None, seed=None):
-    """A built-in density's name (drawing ``n`` points from ``seed``) or a file path."""
+    """A built-in density's name (drawing ``n`` points from ``seed``), ``digits-flat`` (the
+    bundled digits as dequantised 64-D rows; ``n`` is ignored) or a file path."""
     if source in TOY_DENSITIES:
         return sample_toy(source, 10_000 if n is None else n, seed)
+    if source == "digits-flat":
+        from .digits import load_digits
+
+        return load_digits(flat=True, seed=seed)
     if os.path.splitext(str(source))[1] == "" and not os.path.exists(str(source)):
-        names = ", ".join(sorted(TOY_DENSITIES))
+        names = ", ".join([*sorted(TOY_DENSITIES), *DATASETS])
         raise DataError(f"unknown dataset {source!r}; built-in: {names}, or a .npy/.csv path")
     return load_array(source)
 
