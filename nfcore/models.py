@@ -15,6 +15,7 @@ Config keys (defaults in ``DEFAULTS``):
     order       MAF/IAF variable order: ``alternate`` (natural, reversed, natural, ...),
                 ``natural``, ``reversed`` or ``random`` (fixed per layer)
     hidden_degrees  MADE hidden degrees: ``sequential`` | ``random``
+    batch_norm  MAF/IAF: a BatchNorm bijector between consecutive autoregressive layers
     permute     ``none`` | ``reverse`` | ``random``: a fixed permutation after each coupling
     scale_bound RealNVP's soft log-scale bound
     base        ``normal`` | ``diag`` (learnable diagonal Gaussian)
@@ -37,6 +38,7 @@ from .transforms import (
     MAF,
     AdditiveCoupling,
     AffineCoupling,
+    BatchNorm,
     Permutation,
     Scaling,
     Standardize,
@@ -56,6 +58,7 @@ DEFAULTS = {
     "mask": "alternating",
     "order": "alternate",
     "hidden_degrees": "sequential",
+    "batch_norm": False,
     "permute": "none",
     "scale_bound": 3.0,
     "base": "normal",
@@ -104,6 +107,8 @@ def _autoregressive_chain(cfg, cls, dtype):
                 activation=cfg["activation"], context_dim=cfg["context_dim"], scale_bound=cfg["scale_bound"],
                 rng=rng, dtype=dtype)
         )
+        if cfg["batch_norm"] and k < cfg["layers"] - 1:
+            layers.append(BatchNorm(cfg["dim"], dtype=dtype))
     return layers
 
 

@@ -59,6 +59,7 @@ FLOWS = {
     # MADE flows: the device's sequential pass (per-degree GEMMs), MAF sampling and IAF density
     "maf": {"flow": "maf", "dim": 3, "layers": 2, "hidden": [5, 4], "order": "random", "dtype": "float64"},
     "iaf": {"flow": "iaf", "dim": 3, "layers": 2, "hidden": [5], "base": "diag", "dtype": "float64"},
+    "maf_bn": {"flow": "maf", "dim": 3, "layers": 2, "hidden": [5], "batch_norm": True, "dtype": "float64"},
 }
 FLOW_PARTS = ["log_prob", "loss_and_grad", "sample", "adam", "reverse_kl"]
 FLOW_CHECKS = [f"flow_{label}.{part}" for label in FLOWS for part in FLOW_PARTS]
@@ -175,6 +176,14 @@ def op_cases(rng, dt, s):
         ],
         "mask_mul": [("", [r(n, d), (rng.uniform(size=(n, d)) < 0.5).astype(dt), _nan((n, d), dt)], [2])],
         "mask_mul_acc": [("", [r(n, d), (rng.uniform(size=(n, d)) < 0.5).astype(dt), r(n, d)], [2])],
+        "col_mean_var": [(f"rows={rows}", [r(rows, d), _nan(d, dt), _nan(d, dt)], [1, 2]) for rows in (s.rows, 2)],
+        "batchnorm_coeffs": [("", [r(d), np.abs(r(d)) + 0.1, r(d), r(d), 1e-5, _nan(d, dt), _nan(d, dt)], [5, 6])],
+        "batchnorm_bwd": [
+            (f"batch={bs},sign={sg}",
+             [r(n, d), r(n), r(n, d), r(d), np.abs(r(d)) + 0.1, r(d), 1e-5, bs, sg, _nan((n, d), dt), r(d), r(d)],
+             [9, 10, 11])
+            for bs, sg in ((1, 1), (0, 1), (0, -1))
+        ],
         "fill_sum": [(f"scale={sc}", [_nan(n, dt), r(d), sc], [0]) for sc in (1.0, -3.0)],
         "sumsq": [("", [r(flat)], [])],
         "total": [("2-D", [r(n, d)], []), ("long", [r(40 * flat)], [])],

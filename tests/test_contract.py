@@ -16,6 +16,7 @@ from nfcore.transforms import (
     MAF,
     AdditiveCoupling,
     AffineCoupling,
+    BatchNorm,
     Permutation,
     Scaling,
     Standardize,
@@ -59,7 +60,17 @@ FACTORIES = {
     "iaf": lambda dt: IAF(D, hidden=[9, 9], order="natural", rng=0, dtype=dt),
     "chain-maf": lambda dt: nfcore.build({"flow": "maf", "dim": D, "layers": 2, "hidden": [8, 8],
                                           "dtype": np.dtype(dt).name}).transform,
+    "batchnorm-eval": lambda dt: _batchnorm_eval(dt),
 }
+
+
+def _batchnorm_eval(dtype):
+    """Evaluation mode (running averages): a per-sample map, so the Jacobian checks apply."""
+    bn = BatchNorm(D, dtype=dtype)
+    r = np.random.default_rng(7)
+    bn.running_mean.data[...] = r.normal(size=D)
+    bn.running_var.data[...] = r.uniform(0.5, 2.0, size=D)
+    return bn.eval()
 
 CONTEXTUAL = {"affine-context-softplus", "additive-context", "maf-random-context-tanh"}
 

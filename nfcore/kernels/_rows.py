@@ -21,6 +21,9 @@ __all__ = [
     "additive_row",
     "additive_bwd_row",
     "adam_element",
+    "mean_var_column",
+    "batchnorm_coeffs_element",
+    "batchnorm_column_bwd",
 ]
 
 _jit = njit(cache=True, inline="always", error_model="numpy")
@@ -128,3 +131,69 @@ def adam_element(p, g, m, v, lr, beta1, c1, beta2, c2, eps, weight_decay, bc1, b
     v[i] = vi
     p[i] = p[i] - lr * ((mi / bc1) / (math.sqrt(vi / bc2) + eps) + weight_decay * p[i])
 
+
+
+@_jit
+def mean_var_column(x, mean, var, j):
+    """Column j: mean and biased variance (two passes: no cancellation)."""
+    n = x.shape[0]
+    acc = 0.0
+    for i in range(n):
+        acc += x[i, j]
+    m = acc / n
+    acc = 0.0
+    for i in range(n):
+        dev = x[i, j] - m
+        acc += dev * dev
+    mean[j] = m
+    var[j] = acc / n
+
+
+@_jit
+def batchnorm_coeffs_element(mean, var, log_gamma, beta, eps, logscale, loc, j):
+    """Element j: logscale = lg - 0.5 log(var + eps); loc = beta - mean * exp(logscale)."""
+    ls = log_gamma[j] - 0.5 * math.log(var[j] + eps)
+    logscale[j] = ls
+    loc[j] = beta[j] - mean[j] * math.exp(ls)
+
+
+@_jit
+def batchnorm_column_bwd(dout, g, y, mean, var, log_gamma, eps, batch_stats, sign, din, dlog_gamma, dbeta, j):
+    """Column j of the batch-norm VJP; g = sum_n dlogdet_n (the log-det is the same for all n).
+
+    sign = +1, z = xh e + b with xh = (x - m) / s, e = exp(lg), y = x (the input):
+        db += A; dlg += e B + g, where A = sum_n dz, B = sum_n dz xh;
+        batch statistics:  dx = (e / s) (dz - A / N - xh B / N) - g xh / (N s)
+        (the last term is the log-det's -log s through the batch variance);
+        fixed statistics:  dx = dz e / s.
+    sign = -1 (fixed statistics), x = (z - b) s / e + m, y = x (the output):
+        dz = dx s / e; db -= sum_n dx s / e; dlg -= sum_n dx (x - m) + g.
+    """
+    n = dout.shape[0]
+    s = math.sqrt(var[j] + eps)
+    e = math.exp(log_gamma[j])
+    m = mean[j]
+    if sign > 0:
+        a = 0.0
+        b = 0.0
+        for i in range(n):
+            a += dout[i, j]
+            b += dout[i, j] * (y[i, j] - m) / s
+        dbeta[j] += a
+        dlog_gamma[j] += e * b + g
+        if batch_stats:
+            for i in range(n):
+                xh = (y[i, j] - m) / s
+                din[i, j] = (e / s) * (dout[i, j] - a / n - xh * b / n) - g * xh / (n * s)
+        else:
+            for i in range(n):
+                din[i, j] = dout[i, j] * e / s
+    else:
+        a = 0.0
+        b = 0.0
+        for i in range(n):
+            din[i, j] = dout[i, j] * s / e
+            a += dout[i, j]
+            b += dout[i, j] * (y[i, j] - m)
+        dbeta[j] -= a * s / e
+        dlog_gamma[j] -= b + g

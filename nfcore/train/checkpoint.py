@@ -96,6 +96,7 @@ def load_checkpoint(path, device="cpu"):
         raise CheckpointError(f"{path}: does not match its own config ({err})") from err
     if device != "cpu":
         flow.to(device)
+    flow.eval()  # a loaded model evaluates (batch norm: running averages); fit() switches to train()
     sections = {name: _section(arrays, name + "/") for name in ("optim", "best", "extra")}
     return flow, info, sections
 

@@ -100,7 +100,8 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
         log: callable taking one line of progress text (None: silent).
         meta: extra JSON-able facts stored in the checkpoints (e.g. the data source).
 
-    At the end the flow holds the best weights by validation NLL (early-stopping semantics).
+    At the end the flow holds the best weights by validation NLL (early-stopping semantics) and
+    is in evaluation mode (``flow.eval()``: batch-norm layers use their running averages).
     """
     if epochs < 1 or batch_size < 1:
         raise ConfigError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
@@ -158,6 +159,7 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
     step_index = 0
     for epoch in range(start_epoch, start_epoch + epochs):
         t0 = time.perf_counter()
+        flow.train()
         perm = rng.permutation(n)
         x_epoch = ops.asarray(data[perm])
         c_epoch = None if context is None else ops.asarray(context[perm])
@@ -181,6 +183,7 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
             steps += 1
         seconds = time.perf_counter() - t0
         train_nll = total / max(steps, 1)
+        flow.eval()  # batch norm: validation with the running averages
         val_nll = evaluate_nll(flow, dev_val, dev_val_ctx) if dev_val is not None else train_nll
         history.append(epoch=epoch + 1, train_nll=train_nll, val_nll=val_nll,
                        samples_per_s=steps * batch_size / max(seconds, 1e-12), seconds=seconds)
@@ -214,6 +217,7 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
             break
     if best_state is not None:
         flow.load_state_dict(best_state)
+    flow.eval()
     return history
 
 

@@ -3,6 +3,7 @@
 import numpy as np
 
 from .adam import adam_update
+from .batchnorm import batchnorm_bwd, batchnorm_coeffs, col_mean_var
 from .coupling import (
     additive_coupling,
     additive_coupling_bwd,
@@ -52,6 +53,9 @@ __all__ = [
     "add_scalar",
     "axpy",
     "adam_update",
+    "batchnorm_bwd",
+    "batchnorm_coeffs",
+    "col_mean_var",
     "additive_coupling",
     "additive_coupling_bwd",
     "affine_coupling_fwd",

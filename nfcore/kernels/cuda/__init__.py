@@ -28,6 +28,7 @@ from numba import cuda
 from ...errors import ShapeError
 from .. import is_device_array
 from .adam import adam_update
+from .batchnorm import batchnorm_bwd, batchnorm_coeffs, col_mean_var
 from .coupling import (
     additive_coupling,
     additive_coupling_bwd,
@@ -76,6 +77,9 @@ __all__ = [
     "add_scalar",
     "axpy",
     "adam_update",
+    "batchnorm_bwd",
+    "batchnorm_coeffs",
+    "col_mean_var",
     "additive_coupling",
     "additive_coupling_bwd",
     "affine_coupling_fwd",
