@@ -27,6 +27,7 @@ from .errors import (
 from .kernels.cpu.memory import release as release_memory
 from .models import build
 from .nn import MADE, MLP, Linear, MaskedLinear
+from .priors import AutoregressivePrior
 from .threads import get_num_threads, set_num_threads
 from .train import Adam, evaluate_nll, fit, fit_reverse_kl, load, save
 from .transforms import (
@@ -68,6 +69,7 @@ __all__ = [
     "NfcoreError",
     "ShapeError",
     "build",
+    "AutoregressivePrior",
     "release_memory",
     "get_num_threads",
     "set_num_threads",

@@ -28,6 +28,8 @@ def build_parser():
     t.add_argument("--flow", default="realnvp", choices=["realnvp", "nice", "maf", "iaf"],
                    help="flow family (default: realnvp; iaf cannot be fitted to data by maximum likelihood)")
     t.add_argument("--layers", type=int, default=8, help="coupling layers (default: 8)")
+    t.add_argument("--prior", default="normal", choices=["normal", "diag", "made", "made-mog"],
+                   help="base distribution (default: normal; made/made-mog: autoregressive prior)")
     t.add_argument("--hidden", type=int, default=64, help="hidden width of the conditioner MLPs (default: 64)")
     t.add_argument("--depth", type=int, default=2, help="hidden layers per conditioner (default: 2)")
     t.add_argument("--epochs", type=int, default=40, help="epochs (default: 40)")
@@ -86,7 +88,7 @@ def cmd_train(args, out=print):
     mean, std = standardization(data)
     config = {
         "flow": args.flow, "dim": data.shape[1], "layers": args.layers, "hidden": [args.hidden] * args.depth,
-        "dtype": args.dtype, "seed": args.seed,
+        "dtype": args.dtype, "seed": args.seed, "base": args.prior,
         "standardize": {"mean": mean.tolist(), "std": std.tolist()},
     }
     if data.shape[1] > 2 and args.flow in ("realnvp", "nice"):

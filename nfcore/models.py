@@ -18,7 +18,9 @@ Config keys (defaults in ``DEFAULTS``):
     batch_norm  MAF/IAF: a BatchNorm bijector between consecutive autoregressive layers
     permute     ``none`` | ``reverse`` | ``random``: a fixed permutation after each coupling
     scale_bound RealNVP's soft log-scale bound
-    base        ``normal`` | ``diag`` (learnable diagonal Gaussian)
+    base        ``normal`` | ``diag`` (learnable diagonal Gaussian) | ``made`` (autoregressive
+                Gaussian prior) | ``made-mog`` (autoregressive mixture prior)
+    prior_hidden, prior_components  MADE widths and mixture size of the made/made-mog bases
     context_dim width of the context (conditional flows)
     standardize ``{"mean": [...], "std": [...]}`` or None: a fixed first layer
     dtype       ``float64`` | ``float32``
@@ -62,6 +64,8 @@ DEFAULTS = {
     "permute": "none",
     "scale_bound": 3.0,
     "base": "normal",
+    "prior_hidden": [64, 64],
+    "prior_components": 4,
     "context_dim": 0,
     "standardize": None,
     "dtype": "float64",
@@ -74,7 +78,15 @@ def _base(cfg, dtype):
         return StandardNormal(cfg["dim"])
     if cfg["base"] == "diag":
         return DiagNormal(cfg["dim"], dtype=dtype)
-    raise ConfigError(f"unknown base {cfg['base']!r}; choose normal or diag")
+    if cfg["base"] in ("made", "made-mog"):
+        from .priors import AutoregressivePrior
+
+        if cfg["dim"] < 2:
+            raise ConfigError("an autoregressive prior needs dim >= 2")
+        components = 1 if cfg["base"] == "made" else int(cfg["prior_components"])
+        return AutoregressivePrior(cfg["dim"], hidden=cfg["prior_hidden"], components=components,
+                                   rng=np.random.default_rng([cfg["seed"], 1]), dtype=dtype)
+    raise ConfigError(f"unknown base {cfg['base']!r}; choose normal, diag, made or made-mog")
 
 
 def _coupling_chain(cfg, layer_cls, extra_kwargs, dtype):
@@ -147,6 +159,9 @@ def normalize_config(config):
     if isinstance(cfg["hidden"], int):
         cfg["hidden"] = [cfg["hidden"]] * 2
     cfg["hidden"] = [int(h) for h in cfg["hidden"]]
+    if isinstance(cfg["prior_hidden"], int):
+        cfg["prior_hidden"] = [cfg["prior_hidden"]] * 2
+    cfg["prior_hidden"] = [int(h) for h in cfg["prior_hidden"]]
     for key in ("dim", "layers"):
         if int(cfg[key]) < 1:
             raise ConfigError(f"{key} must be >= 1, got {cfg[key]}")

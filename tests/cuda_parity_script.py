@@ -59,6 +59,8 @@ FLOWS = {
     # MADE flows: the device's sequential pass (per-degree GEMMs), MAF sampling and IAF density
     "maf": {"flow": "maf", "dim": 3, "layers": 2, "hidden": [5, 4], "order": "random", "dtype": "float64"},
     "iaf": {"flow": "iaf", "dim": 3, "layers": 2, "hidden": [5], "base": "diag", "dtype": "float64"},
+    "realnvp_mog": {"dim": 3, "layers": 2, "hidden": [4], "base": "made-mog", "prior_hidden": [5],
+                    "prior_components": 2, "dtype": "float64"},
     "maf_bn": {"flow": "maf", "dim": 3, "layers": 2, "hidden": [5], "batch_norm": True, "dtype": "float64"},
 }
 FLOW_PARTS = ["log_prob", "loss_and_grad", "sample", "adam", "reverse_kl"]
@@ -183,6 +185,15 @@ def op_cases(rng, dt, s):
              [r(n, d), r(n), r(n, d), r(d), np.abs(r(d)) + 0.1, r(d), 1e-5, bs, sg, _nan((n, d), dt), r(d), r(d)],
              [9, 10, 11])
             for bs, sg in ((1, 1), (0, 1), (0, -1))
+        ],
+        "mog_logprob": [(f"k={k}", [r(n, d), r(n, 3 * k * d), k, 2.0, _nan(n, dt)], [4]) for k in (1, 3)],
+        "mog_logprob_bwd": [
+            (f"k={k}", [r(n), r(n, d), r(n, 3 * k * d), k, 2.0, _nan((n, d), dt), _nan((n, 3 * k * d), dt)], [5, 6])
+            for k in (1, 3)
+        ],
+        "mog_sample": [
+            (f"k={k}", [r(n, 3 * k * d), k, 2.0, rng.uniform(size=(n, d)).astype(dt), r(n, d), _nan((n, d), dt)], [5])
+            for k in (1, 3)
         ],
         "fill_sum": [(f"scale={sc}", [_nan(n, dt), r(d), sc], [0]) for sc in (1.0, -3.0)],
         "sumsq": [("", [r(flat)], [])],

@@ -114,3 +114,24 @@ def test_float32_flow_keeps_float32():
     assert f.sample(3, seed=0).dtype == np.float32
     for p in f.parameters():
         assert p.data.dtype == np.float32
+
+
+@pytest.mark.parametrize("base", ["made", "made-mog"])
+def test_flow_with_autoregressive_prior(base):
+    f = nfcore.build({"flow": "realnvp", "dim": 3, "layers": 2, "hidden": [6], "base": base,
+                      "prior_hidden": [7], "prior_components": 2})
+    gc.randomize_parameters(f, scale=0.3, seed=0)
+    x = np.random.default_rng(1).normal(size=(6, 3))
+
+    def loss():
+        return -float(np.mean(f.log_prob(x)))
+
+    f.zero_grad()
+    f.loss_and_grad(x)
+    for name, p in f.named_parameters():
+        num = gc.numerical_gradient(loss, p.data)
+        assert np.abs(p.grad - num).max() / max(np.abs(num).max(), 1e-12) < 1e-6, name
+    s, lp = f.sample_and_log_prob(5, seed=2)
+    np.testing.assert_allclose(f.log_prob(s), lp, atol=1e-10)
+    with pytest.raises(nfcore.GradientNotAvailable):
+        f.reverse_kl_loss_and_grad(lambda z: (-0.5 * (z**2).sum(1), -z), 4, seed=0)

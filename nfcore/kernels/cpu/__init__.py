@@ -39,6 +39,7 @@ from .elementwise import (
     total,
 )
 from .memory import pooled_empty
+from .mixture import mog_logprob, mog_logprob_bwd, mog_sample
 
 __all__ = [
     "name",
@@ -56,6 +57,9 @@ __all__ = [
     "batchnorm_bwd",
     "batchnorm_coeffs",
     "col_mean_var",
+    "mog_logprob",
+    "mog_logprob_bwd",
+    "mog_sample",
     "additive_coupling",
     "additive_coupling_bwd",
     "affine_coupling_fwd",

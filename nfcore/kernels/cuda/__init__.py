@@ -63,6 +63,7 @@ from .elementwise import (
     sumsq,
     total,
 )
+from .mixture import mog_logprob, mog_logprob_bwd, mog_sample
 
 __all__ = [
     "name",
@@ -80,6 +81,9 @@ __all__ = [
     "batchnorm_bwd",
     "batchnorm_coeffs",
     "col_mean_var",
+    "mog_logprob",
+    "mog_logprob_bwd",
+    "mog_sample",
     "additive_coupling",
     "additive_coupling_bwd",
     "affine_coupling_fwd",

@@ -1,0 +1,33 @@
+"""CPU mixture-of-Gaussians ops for the autoregressive prior (row bodies in ``_rows``)."""
+
+import numpy as np
+from numba import njit
+
+from .._rows import mog_logprob_bwd_row, mog_logprob_row, mog_sample_row
+
+__all__ = ["mog_logprob", "mog_logprob_bwd", "mog_sample"]
+
+_jit = njit(cache=True, error_model="numpy")
+
+
+@_jit
+def mog_logprob(z, h, ncomp, bound, out):
+    """out[n] = sum_d log sum_c w_c N(z_nd; mu_c, s_c); h (N, 3 K D) as laid out in ``_rows``."""
+    a = np.empty(ncomp)
+    for i in range(z.shape[0]):
+        mog_logprob_row(z, h, ncomp, bound, out, a, i)
+
+
+@_jit
+def mog_logprob_bwd(dlp, z, h, ncomp, bound, dz, dh):
+    """VJP of mog_logprob: dz (its direct part) and dh, both written."""
+    a = np.empty(ncomp)
+    for i in range(z.shape[0]):
+        mog_logprob_bwd_row(dlp, z, h, ncomp, bound, dz, dh, a, i)
+
+
+@_jit
+def mog_sample(h, ncomp, bound, unif, eps, out):
+    """out[n, d] = mu_c + s_c eps[n, d] with c drawn from the weights by unif[n, d]."""
+    for i in range(out.shape[0]):
+        mog_sample_row(h, ncomp, bound, unif, eps, out, i)

@@ -1,0 +1,65 @@
+"""CUDA mixture-of-Gaussians ops: one thread per row, running the CPU twin's row bodies."""
+
+import sys
+
+import numpy as np
+from numba import cuda, float64
+
+from .. import _rows
+from .._scalar import for_cuda
+
+mog_logprob_row = for_cuda(_rows.mog_logprob_row)
+mog_logprob_bwd_row = for_cuda(_rows.mog_logprob_bwd_row)
+mog_sample_row = for_cuda(_rows.mog_sample_row)
+
+__all__ = ["mog_logprob", "mog_logprob_bwd", "mog_sample"]
+
+_pkg = sys.modules[__package__]
+
+#: most mixture components a thread's local scratch holds
+MAX_COMPONENTS = 32
+
+
+@cuda.jit(cache=True)
+def _logprob_kernel(z, h, ncomp, bound, out):
+    i = cuda.grid(1)
+    if i < z.shape[0]:
+        a = cuda.local.array(MAX_COMPONENTS, float64)
+        mog_logprob_row(z, h, ncomp, bound, out, a, i)
+
+
+@cuda.jit(cache=True)
+def _bwd_kernel(dlp, z, h, ncomp, bound, dz, dh):
+    i = cuda.grid(1)
+    if i < z.shape[0]:
+        a = cuda.local.array(MAX_COMPONENTS, float64)
+        mog_logprob_bwd_row(dlp, z, h, ncomp, bound, dz, dh, a, i)
+
+
+@cuda.jit(cache=True)
+def _sample_kernel(h, ncomp, bound, unif, eps, out):
+    i = cuda.grid(1)
+    if i < out.shape[0]:
+        mog_sample_row(h, ncomp, bound, unif, eps, out, i)
+
+
+def _check(ncomp):
+    if ncomp > MAX_COMPONENTS:
+        raise ValueError(f"the CUDA mixture kernels hold at most {MAX_COMPONENTS} components, got {ncomp}")
+
+
+def mog_logprob(z, h, ncomp, bound, out):
+    """out[n] = sum_d log sum_c w_c N(z_nd; mu_c, s_c); h (N, 3 K D) as laid out in ``_rows``."""
+    _check(ncomp)
+    _logprob_kernel[_pkg._grid(z.shape[0])](z, h, int(ncomp), np.dtype(z.dtype).type(bound), out)
+
+
+def mog_logprob_bwd(dlp, z, h, ncomp, bound, dz, dh):
+    """VJP of mog_logprob: dz (its direct part) and dh, both written."""
+    _check(ncomp)
+    _bwd_kernel[_pkg._grid(z.shape[0])](dlp, z, h, int(ncomp), np.dtype(z.dtype).type(bound), dz, dh)
+
+
+def mog_sample(h, ncomp, bound, unif, eps, out):
+    """out[n, d] = mu_c + s_c eps[n, d] with c drawn from the weights by unif[n, d]."""
+    _sample_kernel[_pkg._grid(out.shape[0])](h, int(ncomp), np.dtype(out.dtype).type(bound), unif, eps, out)
