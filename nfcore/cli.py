@@ -28,8 +28,9 @@ def build_parser():
     t.add_argument("--flow", default="realnvp", choices=["realnvp", "nice", "maf", "iaf"],
                    help="flow family (default: realnvp; iaf cannot be fitted to data by maximum likelihood)")
     t.add_argument("--layers", type=int, default=8, help="coupling layers (default: 8)")
-    t.add_argument("--prior", default="normal", choices=["normal", "diag", "made", "made-mog"],
-                   help="base distribution (default: normal; made/made-mog: autoregressive prior)")
+    t.add_argument("--prior", default="auto", choices=["auto", "normal", "diag", "made", "made-mog"],
+                   help="base distribution: normal, diag, or the autoregressive made / made-mog prior "
+                        "(default auto: made-mog for maf, i.e. 'MAF MoG'; normal otherwise)")
     t.add_argument("--hidden", type=int, default=64, help="hidden width of the conditioner MLPs (default: 64)")
     t.add_argument("--depth", type=int, default=2, help="hidden layers per conditioner (default: 2)")
     t.add_argument("--epochs", type=int, default=40, help="epochs (default: 40)")
@@ -88,7 +89,8 @@ def cmd_train(args, out=print):
     mean, std = standardization(data)
     config = {
         "flow": args.flow, "dim": data.shape[1], "layers": args.layers, "hidden": [args.hidden] * args.depth,
-        "dtype": args.dtype, "seed": args.seed, "base": args.prior,
+        "dtype": args.dtype, "seed": args.seed,
+        "base": args.prior if args.prior != "auto" else ("made-mog" if args.flow == "maf" else "normal"),
         "standardize": {"mean": mean.tolist(), "std": std.tolist()},
     }
     if data.shape[1] > 2 and args.flow in ("realnvp", "nice"):
