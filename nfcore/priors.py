@@ -86,14 +86,25 @@ class AutoregressivePrior(Distribution):
         ops.iadd(dz, self.made.backward(dh, cache.made))
         return ops.reshape(dz, (z.shape[0], *self.shape))
 
-    def rsample(self, n, rng, dtype=None, device=None):
-        """(z, None): D sequential passes with fixed noise; pass k fixes the k-th variable."""
+    def rsample(self, n, rng, dtype=None, device=None, sequential="fast"):
+        """(z, marker): sequential sampling with fixed noise.
+
+        ``fast`` (the CPU's kernel): every MADE unit computed once, as in MAF sampling;
+        ``naive`` (and other backends): D MADE passes, pass k fixing the k-th variable.
+        """
         ops = backend_of(self.made.input_degrees.data) if device is None else get_backend(device)
-        dtype = self.made.layers[0].weight.data.dtype if dtype is None else np.dtype(dtype)
-        unif = ops.asarray(np.asarray(rng.uniform(size=(n, self.size)), dtype=dtype))
-        eps = ops.asarray(np.asarray(rng.standard_normal((n, self.size)), dtype=dtype))
+        dtype = np.dtype(self.made.layers[0].weight.data.dtype if dtype is None else dtype)
+        unif_h = np.ascontiguousarray(rng.uniform(size=(n, self.size)), dtype=dtype)
+        eps_h = np.ascontiguousarray(rng.standard_normal((n, self.size)), dtype=dtype)
+        if ops.name == "cpu" and sequential == "fast":
+            from .transforms.autoregressive import MODE_MOG, made_sequential_cpu
+
+            z, _ = made_sequential_cpu(self.made, np.zeros((n, self.size), dtype), None, 0, self.scale_bound,
+                                       MODE_MOG, unif_h, eps_h)
+            return z.reshape(n, *self.shape), _NotReparameterised()
+        unif, eps = ops.asarray(unif_h), ops.asarray(eps_h)
         z = ops.zeros((n, self.size), dtype)
-        bound = np.dtype(dtype).type(self.scale_bound)
+        bound = dtype.type(self.scale_bound)
         for _ in range(self.size):
             h, _ = self.made.forward(z, need_grad=False)
             nxt = ops.empty((n, self.size), dtype)

@@ -203,3 +203,14 @@ def test_autoregressive_prior_samples_exactly_and_normalises():
     assert abs(np.exp(lp).sum() * (g[1] - g[0]) ** 2 - 1) < 1e-3
     with pytest.raises(GradientNotAvailable):
         prior.rsample_backward(np.ones_like(z), cache)
+
+
+@pytest.mark.parametrize("components", [1, 4])
+def test_autoregressive_prior_fast_sampling_equals_naive(components):
+    from nfcore import AutoregressivePrior
+
+    prior = AutoregressivePrior(5, hidden=[23, 17], components=components, order="random", rng=2)
+    gc.randomize_parameters(prior, scale=0.4, seed=3)
+    fast, _ = prior.rsample(37, np.random.default_rng(9))
+    naive, _ = prior.rsample(37, np.random.default_rng(9), sequential="naive")
+    np.testing.assert_allclose(fast, naive, rtol=0, atol=1e-12)

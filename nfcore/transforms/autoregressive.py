@@ -37,7 +37,56 @@ from ..errors import ConfigError, GradientNotAvailable, ShapeError
 from ..kernels import backend_of
 from ..nn.made import MADE
 
-__all__ = ["MAF", "IAF"]
+__all__ = ["MAF", "IAF", "sorted_made_weights", "made_sequential_cpu", "MODE_CONTRACT", "MODE_EXPAND", "MODE_MOG"]
+
+#: output maps of the fast sequential kernel: u = (y - mu) e^-a, x = y e^a + mu, or a mixture draw
+MODE_CONTRACT, MODE_EXPAND, MODE_MOG = 0, 1, 2
+
+
+def sorted_made_weights(made, context_dim):
+    """Host arrays for the fast sequential pass: the order, per-layer counts of units of degree
+    <= m, masked weights and biases with inputs in order position and units sorted by degree,
+    and the output weights (H_L, D, P) and biases (D, P) of each variable's P parameters."""
+    ops = backend_of(made.input_degrees.data)
+    d = made.dim
+    order = made.order()
+    degrees = made.effective_degrees()
+    perms = [np.argsort(deg, kind="stable") for deg in degrees]
+    counts = [np.searchsorted(deg[p], np.arange(d + 1), side="right") for deg, p in zip(degrees, perms)]
+    host = [(np.asarray(ops.to_host(layer.weight.data)) * np.asarray(ops.to_host(layer.mask.data)),
+             np.asarray(ops.to_host(layer.bias.data))) for layer in made.layers]
+    w1 = host[0][0][np.concatenate([order, np.arange(d, d + context_dim)])][:, perms[0]]
+    hidden_w = [w1] + [host[i][0][perms[i - 1]][:, perms[i]] for i in range(1, len(perms))]
+    hidden_b = [host[i][1][perms[i]] for i in range(len(perms))]
+    cols = np.stack([order + p * d for p in range(made.params_per_dim)], axis=1)  # (D, P)
+    w_out = host[-1][0][perms[-1]][:, cols]  # (H_L, D, P)
+    b_out = host[-1][1][cols]  # (D, P)
+    return order, counts, hidden_w, hidden_b, w_out, b_out
+
+
+def made_sequential_cpu(made, y, context, context_dim, bound, mode, unif=None, eps=None):
+    """(out, logdet) of the fast sequential pass on the CPU (``kernels.cpu.autoregressive``)."""
+    from ..kernels.cpu.autoregressive import ar_sequential
+
+    dt = y.dtype
+    n, d = y.shape
+    order, counts, hidden_w, hidden_b, w_out, b_out = sorted_made_weights(made, context_dim)
+    wts = tuple(np.ascontiguousarray(w[:d].T if i == 0 else w.T, dtype=dt) for i, w in enumerate(hidden_w))
+    bs = tuple(np.ascontiguousarray(b, dtype=dt) for b in hidden_b)
+    ctx_part = np.zeros((0, 0), dtype=dt)
+    if context_dim:
+        ctx_part = np.ascontiguousarray(np.asarray(context, dtype=dt) @ hidden_w[0][d:].astype(dt))
+    layers = made.layers[:-1]
+    codes = np.array([layer.act_code for layer in layers], dtype=np.int64)
+    alphas = np.array([layer.alpha for layer in layers], dtype=dt)
+    wo = np.ascontiguousarray(np.transpose(w_out, (1, 2, 0)), dtype=dt)  # (D, P, H_L)
+    if unif is None:
+        unif = eps = np.zeros((0, 0), dtype=dt)
+    out = np.empty((n, d), dtype=dt)
+    logdet = np.empty(n, dtype=dt)
+    ar_sequential(y, order.astype(np.int64), wts, bs, np.stack(counts).astype(np.int64), codes, alphas, ctx_part,
+                  wo, np.ascontiguousarray(b_out, dtype=dt), dt.type(bound), mode, unif, eps, out, logdet)
+    return out, logdet
 
 
 class ARCache(NamedTuple):
@@ -119,46 +168,11 @@ class _Autoregressive(Transform):
         return self._sequential_blocked(y, context, expand)
 
     def _sorted_weights(self):
-        """Host arrays: order, per-layer degree sort permutations and counts, masked weights and
-        biases with inputs in order position and units sorted by degree, output pairs."""
-        made = self.made
-        ops = backend_of(made.input_degrees.data)
-        d = self.dim
-        order = made.order()
-        degrees = made.effective_degrees()
-        perms = [np.argsort(deg, kind="stable") for deg in degrees]
-        counts = [np.searchsorted(deg[p], np.arange(d + 1), side="right") for deg, p in zip(degrees, perms)]
-        host = [(np.asarray(ops.to_host(layer.weight.data)) * np.asarray(ops.to_host(layer.mask.data)),
-                 np.asarray(ops.to_host(layer.bias.data))) for layer in made.layers]
-        w1 = host[0][0][np.concatenate([order, np.arange(d, d + self.context_dim)])][:, perms[0]]
-        hidden_w = [w1] + [host[i][0][perms[i - 1]][:, perms[i]] for i in range(1, len(perms))]
-        hidden_b = [host[i][1][perms[i]] for i in range(len(perms))]
-        pair = np.stack([order, order + d], axis=1)
-        w_out = host[-1][0][perms[-1]][:, pair]  # (H_L, D, 2)
-        b_out = host[-1][1][pair]  # (D, 2)
-        return order, counts, hidden_w, hidden_b, w_out, b_out
+        return sorted_made_weights(self.made, self.context_dim)
 
     def _sequential_kernel(self, y, context, expand):
-        from ..kernels.cpu.autoregressive import ar_sequential
-
-        dt = y.dtype
-        n, d = y.shape
-        order, counts, hidden_w, hidden_b, w_out, b_out = self._sorted_weights()
-        wts = tuple(np.ascontiguousarray(w[:d].T if i == 0 else w.T, dtype=dt) for i, w in enumerate(hidden_w))
-        bs = tuple(np.ascontiguousarray(b, dtype=dt) for b in hidden_b)
-        ctx_part = np.zeros((0, 0), dtype=dt)
-        if self.context_dim:
-            ctx_part = np.ascontiguousarray(np.asarray(context, dtype=dt) @ hidden_w[0][d:].astype(dt))
-        layers = self.made.layers[:-1]
-        codes = np.array([layer.act_code for layer in layers], dtype=np.int64)
-        alphas = np.array([layer.alpha for layer in layers], dtype=dt)
-        wo = np.ascontiguousarray(np.transpose(w_out, (1, 2, 0)), dtype=dt)  # (D, 2, H_L)
-        out = np.empty((n, d), dtype=dt)
-        logdet = np.empty(n, dtype=dt)
-        ar_sequential(y, order.astype(np.int64), wts, bs, np.stack(counts).astype(np.int64), codes, alphas,
-                      ctx_part, wo, np.ascontiguousarray(b_out, dtype=dt), dt.type(self.scale_bound), expand,
-                      out, logdet)
-        return out, logdet
+        return made_sequential_cpu(self.made, y, context, self.context_dim, self.scale_bound,
+                                   MODE_EXPAND if expand else MODE_CONTRACT)
 
     def _sequential_blocked(self, y, context, expand):
         """The same pass with the backend's ops (GEMMs over the whole batch per degree): the

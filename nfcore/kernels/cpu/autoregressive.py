@@ -15,6 +15,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .._rows import mog_sample_row
 from .._scalar import act_fwd, softclamp
 
 __all__ = ["ar_sequential"]
@@ -26,14 +27,17 @@ TILE = 8  # rows per tile: they share each weight row while it sits in L1
 # unit-major alternative without it measured 2.2x slower); nothing here is differentiated,
 # and no flag that assumes away NaN or inf is set
 @njit(cache=True, error_model="numpy", parallel=True, fastmath={"reassoc", "contract"})
-def ar_sequential(y, order, wts, bs, counts, codes, alphas, ctx_part, wo, bo, bound, expand, out, logdet):
-    """out, logdet of the sequential direction (expand: out = y e^a + mu, else (y - mu) e^-a).
+def ar_sequential(y, order, wts, bs, counts, codes, alphas, ctx_part, wo, bo, bound, mode, unif, eps, out, logdet):
+    """out, logdet of a sequential pass. mode 0: out = (y - mu) e^-a (IAF density); 1: out = y e^a
+    + mu (MAF sampling); 2: out = a draw from the variable's Gaussian mixture with the noise
+    unif, eps (the autoregressive prior's sampling; y unused, logdet 0).
 
     y, out: (N, D); order: (D,) variables in order; wts[l]: (H_l, K_l) masked weights, units
     sorted by degree (layer 0's K_0 columns: inputs in order position); bs[l]: (H_l,) sorted
     biases; counts: (L, D + 1) units of degree <= m; codes, alphas: activations per layer;
-    ctx_part: (N, H_0) the context's share of layer 0 (or (0, 0)); wo: (D, 2, H_L) output
-    weights (mu, raw alpha) per position; bo: (D, 2).
+    ctx_part: (N, H_0) the context's share of layer 0 (or (0, 0)); wo: (D, P, H_L) output
+    weights per position (P = 2: mu, raw alpha; P = 3K: logits, means, raw log-scales of the K
+    components); bo: (D, P).
     """
     n, d = y.shape
     n_layers = len(wts)
@@ -48,24 +52,38 @@ def ar_sequential(y, order, wts, bs, counts, codes, alphas, ctx_part, wo, bo, bo
         h = np.zeros((n_layers, nr, hmax), dtype=y.dtype)
         xp = np.zeros((nr, d), dtype=y.dtype)
         acc_ld = np.zeros(nr)
+        npar = wo.shape[1]
+        par = np.empty((1, npar), dtype=y.dtype)
         for k in range(d):
             v = order[k]
             last = counts[n_layers - 1, k]
-            wmu = wo[k, 0]
-            wal = wo[k, 1]
             for r in range(nr):
-                mu = bo[k, 0]
-                raw = bo[k, 1]
                 hr = h[n_layers - 1, r]
-                for j in range(last):
-                    mu += hr[j] * wmu[j]
-                    raw += hr[j] * wal[j]
-                a = softclamp(raw, bound)
-                if expand:
-                    xp[r, k] = y[r0 + r, v] * math.exp(a) + mu
+                if npar == 2:  # affine: both sums in one sweep over the units
+                    w0, w1 = wo[k, 0], wo[k, 1]
+                    acc0, acc1 = bo[k, 0], bo[k, 1]
+                    for j in range(last):
+                        acc0 += hr[j] * w0[j]
+                        acc1 += hr[j] * w1[j]
+                    par[0, 0] = acc0
+                    par[0, 1] = acc1
+                else:
+                    for p in range(npar):
+                        wp = wo[k, p]
+                        acc = bo[k, p]
+                        for j in range(last):
+                            acc += hr[j] * wp[j]
+                        par[0, p] = acc
+                if mode == 2:
+                    mog_sample_row(par, npar // 3, bound, unif[r0 + r : r0 + r + 1, v : v + 1],
+                                   eps[r0 + r : r0 + r + 1, v : v + 1], xp[r : r + 1, k : k + 1], 0)
+                    continue
+                a = softclamp(par[0, 1], bound)
+                if mode == 1:
+                    xp[r, k] = y[r0 + r, v] * math.exp(a) + par[0, 0]
                     acc_ld[r] += a
                 else:
-                    xp[r, k] = (y[r0 + r, v] - mu) * math.exp(-a)
+                    xp[r, k] = (y[r0 + r, v] - par[0, 0]) * math.exp(-a)
                     acc_ld[r] -= a
             for li in range(n_layers):
                 s0 = counts[li, k]
