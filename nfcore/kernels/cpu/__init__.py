@@ -38,6 +38,16 @@ from .elementwise import (
     sumsq,
     total,
 )
+from .image import (
+    col2im_acc,
+    im2col,
+    logit_map,
+    logit_map_bwd,
+    lu_compose,
+    lu_compose_bwd,
+    squeeze2x2,
+    unsqueeze2x2,
+)
 from .memory import pooled_empty
 from .mixture import mog_logprob, mog_logprob_bwd, mog_sample
 
@@ -57,6 +67,14 @@ __all__ = [
     "batchnorm_bwd",
     "batchnorm_coeffs",
     "col_mean_var",
+    "squeeze2x2",
+    "unsqueeze2x2",
+    "im2col",
+    "col2im_acc",
+    "logit_map",
+    "logit_map_bwd",
+    "lu_compose",
+    "lu_compose_bwd",
     "mog_logprob",
     "mog_logprob_bwd",
     "mog_sample",

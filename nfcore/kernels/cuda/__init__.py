@@ -63,6 +63,16 @@ from .elementwise import (
     sumsq,
     total,
 )
+from .image import (
+    col2im_acc,
+    im2col,
+    logit_map,
+    logit_map_bwd,
+    lu_compose,
+    lu_compose_bwd,
+    squeeze2x2,
+    unsqueeze2x2,
+)
 from .mixture import mog_logprob, mog_logprob_bwd, mog_sample
 
 __all__ = [
@@ -81,6 +91,14 @@ __all__ = [
     "batchnorm_bwd",
     "batchnorm_coeffs",
     "col_mean_var",
+    "squeeze2x2",
+    "unsqueeze2x2",
+    "im2col",
+    "col2im_acc",
+    "logit_map",
+    "logit_map_bwd",
+    "lu_compose",
+    "lu_compose_bwd",
     "mog_logprob",
     "mog_logprob_bwd",
     "mog_sample",

@@ -1,0 +1,20 @@
+"""Shape checks shared by the image transforms (images are (N, H, W, C), channels last)."""
+
+from ..errors import ShapeError
+
+__all__ = ["check_image", "image_shape"]
+
+
+def image_shape(shape):
+    """A validated (H, W, C) tuple of positive ints."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ShapeError(f"an image shape is (H, W, C) with positive sizes, got {shape}")
+    return shape
+
+
+def check_image(x, shape, name):
+    """Raise ShapeError unless x is (N, *shape)."""
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape):
+        h, w, c = shape
+        raise ShapeError(f"{name} expected images of shape (N, {h}, {w}, {c}), got {tuple(x.shape)}")
