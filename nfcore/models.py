@@ -5,10 +5,17 @@ a checkpoint stores that dict, so ``nfcore.load`` rebuilds the model without the
 that made it.
 
 Config keys (defaults in ``DEFAULTS``):
-    flow        ``realnvp`` | ``nice`` | ``maf`` | ``iaf``
-    dim         data dimension D
-    layers      number of coupling (or autoregressive) layers K
-    hidden      list of hidden widths of each conditioner MLP
+    flow        ``realnvp`` | ``nice`` | ``maf`` | ``iaf`` | ``glow``
+    dim         data dimension D (image flows: H W C, filled in from ``shape``)
+    shape       image shape [H, W, C] (channels last) for the image flows ``glow`` and the
+                multi-scale ``realnvp``; None for vector flows
+    levels      K, the number of grey levels of image data (17 for the digits, 256 for 8-bit):
+                a ``Dequantize`` layer first, so log-likelihoods are of the discrete data
+    scales      image flows: the number of scales L (each: squeeze, steps, split)
+    layers      vector flows: coupling (or autoregressive) layers; image flows: steps per scale
+    hidden      list of hidden widths of each conditioner MLP (image flows: of each ConvNet)
+    coupling    image flows: ``affine`` | ``additive``
+    invconv     glow: ``lu`` | ``plain`` (the 1x1 convolution's parameterisation)
     activation  conditioner activation (``relu``, ``leaky_relu``, ``tanh``, ``elu``, ``softplus``)
     residual    residual hidden blocks in the conditioner
     mask        ``alternating`` | ``half`` | ``random`` (parity flips every layer)
@@ -18,7 +25,8 @@ Config keys (defaults in ``DEFAULTS``):
     batch_norm  MAF/IAF: a BatchNorm bijector between consecutive autoregressive layers
     permute     ``none`` | ``reverse`` | ``random``: a fixed permutation after each coupling
     scale_bound RealNVP's soft log-scale bound
-    base        ``normal`` | ``diag`` (learnable diagonal Gaussian) | ``made`` (autoregressive
+    base        ``normal`` | ``diag`` (learnable diagonal Gaussian; the default of image flows:
+                Glow's learned top prior) | ``made`` (autoregressive
                 Gaussian prior) | ``made-mog`` (autoregressive mixture prior)
     prior_hidden, prior_components  MADE widths and mixture size of the made/made-mog bases
     context_dim width of the context (conditional flows)
@@ -38,21 +46,36 @@ from .errors import ConfigError
 from .transforms import (
     IAF,
     MAF,
+    ActNorm,
     AdditiveCoupling,
     AffineCoupling,
     BatchNorm,
+    Dequantize,
+    Flatten,
+    ImageAdditiveCoupling,
+    ImageAffineCoupling,
+    InvConv1x1,
+    InvConv1x1LU,
+    Logit,
     Permutation,
     Scaling,
+    Split,
+    Squeeze,
     Standardize,
     make_mask,
     make_permutation,
 )
 
-__all__ = ["DEFAULTS", "FLOWS", "build", "realnvp", "nice", "maf", "iaf"]
+__all__ = ["DEFAULTS", "FLOWS", "build", "realnvp", "nice", "maf", "iaf", "glow"]
 
 DEFAULTS = {
     "flow": "realnvp",
     "dim": 2,
+    "shape": None,
+    "levels": None,
+    "scales": 2,
+    "coupling": "affine",
+    "invconv": "lu",
     "layers": 8,
     "hidden": [64, 64],
     "activation": "relu",
@@ -135,8 +158,69 @@ def iaf(cfg, dtype):
 
 
 def realnvp(cfg, dtype):
-    """RealNVP: K affine couplings with alternating masks."""
+    """RealNVP: K affine couplings with alternating masks; with ``shape``, the multi-scale image version."""
+    if cfg["shape"] is not None:
+        return _multiscale(cfg, dtype, _realnvp_steps)
     return _coupling_chain(cfg, AffineCoupling, {"scale_bound": cfg["scale_bound"]}, dtype)
+
+
+def glow(cfg, dtype):
+    """Glow: L scales of [squeeze, K x (actnorm, 1x1 conv, affine coupling), split]."""
+    if cfg["shape"] is None:
+        raise ConfigError("glow is an image flow: give shape [H, W, C] in the config")
+    return _multiscale(cfg, dtype, _glow_steps)
+
+
+def _image_coupling(cfg, shape, mask, parity, rng, dtype):
+    cls = ImageAffineCoupling if cfg["coupling"] == "affine" else ImageAdditiveCoupling
+    kw = {"scale_bound": cfg["scale_bound"]} if cfg["coupling"] == "affine" else {}
+    return cls(shape, mask, parity, hidden=cfg["hidden"], activation=cfg["activation"], rng=rng, dtype=dtype, **kw)
+
+
+def _glow_steps(cfg, shape, rng, dtype, before_squeeze):
+    if before_squeeze:
+        return []
+    inv = InvConv1x1LU if cfg["invconv"] == "lu" else InvConv1x1
+    steps = []
+    for k in range(cfg["layers"]):
+        steps += [ActNorm(shape, dtype=dtype), inv(shape, rng=rng, dtype=dtype),
+                  _image_coupling(cfg, shape, "channel", k, rng, dtype)]
+    return steps
+
+
+def _realnvp_steps(cfg, shape, rng, dtype, before_squeeze):
+    # RealNVP: checkerboard couplings at the full resolution, channel couplings after the squeeze
+    mask = "checkerboard" if before_squeeze else "channel"
+    return [_image_coupling(cfg, shape, mask, k, rng, dtype) for k in range(cfg["layers"])]
+
+
+def _multiscale(cfg, dtype, steps):
+    """[Dequantize, (Logit)] then scale 1; scale l: steps, squeeze, steps, then split into scale l+1 (or flatten)."""
+    rng = np.random.default_rng(cfg["seed"])
+    h, w, c = cfg["shape"]
+    for level in range(cfg["scales"]):
+        if h % (2 ** (level + 1)) or w % (2 ** (level + 1)):
+            raise ConfigError(f"{cfg['scales']} scales need H and W divisible by {2 ** cfg['scales']}, got {h}x{w}")
+
+    def scale(level, shape):
+        layers = steps(cfg, shape, rng, dtype, True)
+        sq = Squeeze(shape)
+        layers.append(sq)
+        shape = sq.out_shape
+        layers += steps(cfg, shape, rng, dtype, False)
+        if level < cfg["scales"] - 1:
+            hh, ww, cc = shape
+            layers.append(Split(shape, Chain(scale(level + 1, (hh, ww, cc // 2))), rng=rng, dtype=dtype))
+        else:
+            layers.append(Flatten(shape))
+        return layers
+
+    pre = []
+    if cfg["levels"] is not None:
+        pre.append(Dequantize(cfg["shape"], cfg["levels"], seed=cfg["seed"]))
+        if cfg["flow"] == "realnvp":
+            pre.append(Logit(cfg["shape"], alpha=0.05))
+    return pre + scale(0, tuple(cfg["shape"]))
 
 
 def nice(cfg, dtype):
@@ -144,7 +228,7 @@ def nice(cfg, dtype):
     return [*_coupling_chain(cfg, AdditiveCoupling, {}, dtype), Scaling(cfg["dim"], dtype=dtype)]
 
 
-FLOWS = {"realnvp": realnvp, "nice": nice, "maf": maf, "iaf": iaf}
+FLOWS = {"realnvp": realnvp, "nice": nice, "maf": maf, "iaf": iaf, "glow": glow}
 
 
 def normalize_config(config):
@@ -162,7 +246,24 @@ def normalize_config(config):
     if isinstance(cfg["prior_hidden"], int):
         cfg["prior_hidden"] = [cfg["prior_hidden"]] * 2
     cfg["prior_hidden"] = [int(h) for h in cfg["prior_hidden"]]
-    for key in ("dim", "layers"):
+    if cfg["shape"] is not None:
+        shape = [int(v) for v in cfg["shape"]]
+        if len(shape) != 3 or min(shape) < 1:
+            raise ConfigError(f"shape must be [H, W, C] with positive sizes, got {cfg['shape']}")
+        cfg["shape"] = shape
+        cfg["dim"] = shape[0] * shape[1] * shape[2]
+        if cfg["flow"] not in ("glow", "realnvp"):
+            raise ConfigError(f"flow {cfg['flow']!r} takes vectors; image shapes work with glow and realnvp")
+        if cfg["context_dim"]:
+            raise ConfigError("the image flows are unconditional (context_dim must be 0)")
+    if cfg["levels"] is not None:
+        cfg["levels"] = int(cfg["levels"])
+    if cfg["coupling"] not in ("affine", "additive"):
+        raise ConfigError(f"coupling must be affine or additive, got {cfg['coupling']!r}")
+    if cfg["invconv"] not in ("lu", "plain"):
+        raise ConfigError(f"invconv must be lu or plain, got {cfg['invconv']!r}")
+    cfg["scales"] = int(cfg["scales"])
+    for key in ("dim", "layers", "scales"):
         if int(cfg[key]) < 1:
             raise ConfigError(f"{key} must be >= 1, got {cfg[key]}")
         cfg[key] = int(cfg[key])
@@ -179,4 +280,4 @@ def build(config):
     cfg = normalize_config(config)
     dtype = np.dtype(cfg["dtype"])
     layers = FLOWS[cfg["flow"]](cfg, dtype)
-    return Flow(Chain(layers), _base(cfg, dtype), context_dim=cfg["context_dim"], config=cfg)
+    return Flow(Chain(layers), _base(cfg, dtype), context_dim=cfg["context_dim"], config=cfg, shape=cfg["shape"])

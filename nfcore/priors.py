@@ -86,8 +86,8 @@ class AutoregressivePrior(Distribution):
         ops.iadd(dz, self.made.backward(dh, cache.made))
         return ops.reshape(dz, (z.shape[0], *self.shape))
 
-    def rsample(self, n, rng, dtype=None, device=None, sequential="fast"):
-        """(z, marker): sequential sampling with fixed noise.
+    def rsample(self, n, rng, dtype=None, device=None, temperature=1.0, sequential="fast"):
+        """(z, marker): sequential sampling with fixed noise (each conditional's Gaussian noise times T).
 
         ``fast`` (the CPU's kernel): every MADE unit computed once, as in MAF sampling;
         ``naive`` (and other backends): D MADE passes, pass k fixing the k-th variable.
@@ -95,7 +95,7 @@ class AutoregressivePrior(Distribution):
         ops = backend_of(self.made.input_degrees.data) if device is None else get_backend(device)
         dtype = np.dtype(self.made.layers[0].weight.data.dtype if dtype is None else dtype)
         unif_h = np.ascontiguousarray(rng.uniform(size=(n, self.size)), dtype=dtype)
-        eps_h = np.ascontiguousarray(rng.standard_normal((n, self.size)), dtype=dtype)
+        eps_h = np.ascontiguousarray(float(temperature) * rng.standard_normal((n, self.size)), dtype=dtype)
         if ops.name == "cpu" and sequential == "fast":
             from .transforms.autoregressive import MODE_MOG, made_sequential_cpu
 

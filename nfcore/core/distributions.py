@@ -40,15 +40,19 @@ class Distribution(Module):
     def backward(self, dlp, cache):
         raise NotImplementedError
 
-    def rsample(self, n, rng, dtype=np.float64, device="cpu"):
-        """(z, cache): z = g(eps) with eps ~ N(0, I), differentiable in the parameters."""
+    def rsample(self, n, rng, dtype=np.float64, device="cpu", temperature=1.0):
+        """(z, cache): z = g(T eps) with eps ~ N(0, I), differentiable in the parameters.
+
+        The temperature T scales the noise: T < 1 draws from a sharper distribution (Glow's
+        sampling temperature); T = 1 samples the distribution itself.
+        """
         raise NotImplementedError
 
     def rsample_backward(self, dz, cache):
         """Accumulate parameter gradients of a reparameterised sample; nothing returned."""
 
-    def sample(self, n, rng, dtype=np.float64, device="cpu"):
-        return self.rsample(n, rng, dtype, device)[0]
+    def sample(self, n, rng, dtype=np.float64, device="cpu", temperature=1.0):
+        return self.rsample(n, rng, dtype, device, temperature=temperature)[0]
 
     def config(self):
         return {"type": type(self).__name__, "shape": list(self.shape)}
@@ -83,8 +87,8 @@ class StandardNormal(Distribution):
         ops.normal_logprob_bwd(_flat(z), dlp, _flat(dz))
         return dz
 
-    def rsample(self, n, rng, dtype=np.float64, device="cpu"):
-        eps = np.asarray(rng.standard_normal((n, *self.shape)), dtype=dtype)
+    def rsample(self, n, rng, dtype=np.float64, device="cpu", temperature=1.0):
+        eps = np.asarray(float(temperature) * rng.standard_normal((n, *self.shape)), dtype=dtype)
         return get_backend(device).asarray(eps), None
 
 
@@ -124,11 +128,11 @@ class DiagNormal(Distribution):
         )
         return dz
 
-    def rsample(self, n, rng, dtype=None, device=None):
-        """z = mu + sigma * eps."""
+    def rsample(self, n, rng, dtype=None, device=None, temperature=1.0):
+        """z = mu + sigma * T eps."""
         ops = backend_of(self.loc.data)
         dtype = self.loc.data.dtype
-        eps = ops.asarray(np.asarray(rng.standard_normal((n, self.size)), dtype=dtype))
+        eps = ops.asarray(np.asarray(float(temperature) * rng.standard_normal((n, self.size)), dtype=dtype))
         z = ops.empty((n, self.size), dtype)
         ops.diag_affine(eps, self.loc.data, self.log_scale.data, 1, z)
         return ops.reshape(z, (n, *self.shape)), _DiagRCache(eps)
