@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-__all__ = ["plot_run", "density_grid"]
+__all__ = ["plot_run", "density_grid", "save_image_grid"]
 
 
 def density_grid(flow, lo, hi, n=200):
@@ -52,3 +52,30 @@ def plot_run(flow, data, out_dir, seed=0):
     plt.close(fig)
     paths.append(path)
     return paths
+
+
+def save_image_grid(images, path, levels, ncols=None):
+    """Write images (N, H, W, C) of levels 0..K-1 as one PNG grid; returns False without matplotlib.
+
+    One channel is shown in grey, three as RGB; a one-pixel border separates the tiles.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    x = np.clip(np.asarray(images, dtype=np.float64) / (levels - 1), 0, 1)
+    n, h, w, c = x.shape
+    ncols = ncols or int(np.ceil(np.sqrt(n)))
+    nrows = int(np.ceil(n / ncols))
+    grid = np.ones((nrows * (h + 1) + 1, ncols * (w + 1) + 1, c))
+    for k in range(n):
+        r, q = divmod(k, ncols)
+        grid[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + q * (w + 1) : 1 + q * (w + 1) + w] = x[k]
+    if c == 1:
+        plt.imsave(path, grid[..., 0], cmap="gray", vmin=0, vmax=1)
+    else:
+        plt.imsave(path, grid[..., :3])
+    return True

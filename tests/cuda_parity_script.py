@@ -62,7 +62,16 @@ FLOWS = {
     "realnvp_mog": {"dim": 3, "layers": 2, "hidden": [4], "base": "made-mog", "prior_hidden": [5],
                     "prior_components": 2, "dtype": "float64"},
     "maf_bn": {"flow": "maf", "dim": 3, "layers": 2, "hidden": [5], "batch_norm": True, "dtype": "float64"},
+    # image flows (no Dequantize: its noise comes from a host generator): squeeze, actnorm with its
+    # data-dependent initialisation, 1x1 convolutions, convolutional couplings, split priors
+    "glow": {"flow": "glow", "shape": [4, 4, 1], "layers": 2, "hidden": [3], "base": "diag", "dtype": "float64"},
+    "glow_plain32": {"flow": "glow", "shape": [4, 4, 2], "layers": 1, "hidden": [4, 3], "invconv": "plain",
+                     "coupling": "additive", "dtype": "float32"},
+    "realnvp_image": {"flow": "realnvp", "shape": [4, 4, 1], "layers": 2, "hidden": [3], "dtype": "float64"},
 }
+#: parameter noise of the image flows: their deep conv stacks blow up at the default 0.3
+#: (log-scales saturate, and the simulator's pure-Python exp overflows)
+NOISE = {"glow": 0.05, "glow_plain32": 0.05, "realnvp_image": 0.05}
 FLOW_PARTS = ["log_prob", "loss_and_grad", "sample", "adam", "reverse_kl"]
 FLOW_CHECKS = [f"flow_{label}.{part}" for label in FLOWS for part in FLOW_PARTS]
 #: every check the script reports on: one per public op name, the name list itself, the flows
@@ -201,11 +210,38 @@ def op_cases(rng, dt, s):
         "scale_inplace": [("", [r(flat), 0.37], [0])],
         "adam_update": [("", [r(flat), r(flat), r(flat), np.abs(r(flat)), 0.01, 0.9, 0.999, 1e-8, 0.01, 3], [0, 2, 3])],
         "fill": [("", [r(n, d), 0.25], [0])],
+        **_image_cases(rng, dt, r, s),
         "iadd": [("", [r(n, d), r(n, d)], [0])],
         "add_scalar": [("", [r(flat), -0.75], [0])],
         "axpy": [("", [-0.3, r(n, d), r(n, d)], [2])],
     }
     return cases
+
+
+def _image_cases(rng, dt, r, s):
+    """Cases of the image ops: shapes with several blocks of threads, ragged edges, both kernel sizes."""
+    n, d = s.n, s.d
+
+    def u(*shape):
+        return rng.uniform(0.01, 0.99, size=shape).astype(dt)
+
+    c = 5
+    perm = np.array([2, 0, 4, 1, 3], dtype=np.int64)
+    sign = np.array([1, -1, -1, 1, 1], dtype=dt)
+    lu = [r(c, c), r(c, c), r(c, scale=0.5), sign, perm]
+    return {
+        "squeeze2x2": [("", [r(2, 4, 6, 3), _nan((2, 2, 3, 12), dt)], [1])],
+        "unsqueeze2x2": [("", [r(2, 2, 3, 12), _nan((2, 4, 6, 3), dt)], [1])],
+        "im2col": [(f"k={k}", [r(2, 3, 4, 2), k, _nan((24, k * k * 2), dt)], [2]) for k in (1, 3)],
+        "col2im_acc": [(f"k={k}", [r(24, k * k * 2), k, r(2, 3, 4, 2)], [2]) for k in (1, 3)],
+        "logit_map": [("sign=1", [u(n, d), dt(0.05), 1, _nan((n, d), dt), _nan(n, dt)], [3, 4]),
+                      ("sign=-1", [r(n, d, scale=2.0), dt(0.05), -1, _nan((n, d), dt), _nan(n, dt)], [3, 4])],
+        "logit_map_bwd": [(f"sign={sg}", [r(n, d), r(n), u(n, d), dt(0.05), sg, _nan((n, d), dt)], [5])
+                          for sg in (1, -1)],
+        "lu_compose": [("", [*lu, _nan((c, c), dt)], [5])],
+        "lu_compose_bwd": [(f"rps={rps}", [r(c, c), *lu, r(n), rps, r(c, c), r(c, c), r(c)], [8, 9, 10])
+                           for rps in (3, -2)],
+    }
 
 
 def _err(got, want):
@@ -294,10 +330,10 @@ def flow_checks(dev, label, cfg):
     dt = np.dtype(cfg["dtype"])
     rng = np.random.default_rng(3)
     host = build(cfg)
-    gradcheck.randomize_parameters(host, seed=1)
+    gradcheck.randomize_parameters(host, scale=NOISE.get(label, 0.3), seed=1)
     devf = build(cfg).to("cuda")
     devf.load_state_dict(host.state_dict())  # a device model loads a host state
-    x = rng.normal(size=(6, cfg["dim"])).astype(dt)
+    x = rng.normal(size=(6, *(cfg.get("shape") or [cfg["dim"]]))).astype(dt)
     res = {}
 
     res["log_prob"] = max(
@@ -349,8 +385,8 @@ def _reverse_kl_part(dev, host, devf, res, grads):
     from nfcore.errors import GradientNotAvailable
 
     def log_target(z):
-        # an unnormalised Gaussian centred at 1: log p~ and its gradient
-        return -0.5 * np.sum((z - 1.0) ** 2, axis=1), -(z - 1.0)
+        # an unnormalised Gaussian centred at 1: log p~ and its gradient (any event shape)
+        return -0.5 * np.sum((z.reshape(len(z), -1) - 1.0) ** 2, axis=1), -(z - 1.0)
 
     host.zero_grad()
     devf.zero_grad()

@@ -7,7 +7,7 @@ import numpy as np
 from ..errors import DataError
 from .toy import TOY_DENSITIES, sample_toy
 
-__all__ = ["DATASETS", "load_array", "load_data", "standardization"]
+__all__ = ["DATASETS", "IMAGE_DATASETS", "load_array", "load_images", "load_data", "standardization"]
 
 
 def load_array(path):
@@ -59,7 +59,46 @@ def _read_csv(path):
 
 
 #: built-in data sets that are not 2-D toy densities
-DATASETS = ("digits-flat",)
+DATASETS = ("digits-flat", "digits")
+#: built-in image data sets (integer levels, (N, H, W, C))
+IMAGE_DATASETS = ("digits",)
+
+
+def load_images(path, levels=None):
+    """Read integer images from ``.npy``: (N, H, W, C) or (N, H, W) (one channel), as float64 levels.
+
+    ``levels`` K: the values must be integers in [0, K-1] (default: 256 for uint8 files, else
+    the maximum + 1). Returns ``(images (N, H, W, C) float64, K)``; raises ``DataError`` naming
+    the file for a wrong rank, non-integer values, values outside the levels, NaN or inf.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such file")
+    if os.path.splitext(path)[1].lower() != ".npy":
+        raise DataError(f"{path}: images are read from .npy files (uint8 (N, H, W, C) or (N, H, W))")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise DataError(f"{path}: could not read it ({err})") from err
+    if not np.issubdtype(arr.dtype, np.number):
+        raise DataError(f"{path}: expected numbers, got dtype {arr.dtype}")
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    if arr.ndim != 4:
+        raise DataError(f"{path}: expected images of shape (N, H, W, C) or (N, H, W), got shape {arr.shape}")
+    x = np.ascontiguousarray(arr, dtype=np.float64)
+    if not np.all(np.isfinite(x)):
+        raise DataError(f"{path}: NaN/inf values; images must hold integer levels")
+    if np.any(x != np.floor(x)):
+        raise DataError(f"{path}: non-integer values; images must hold integer levels 0..K-1")
+    if levels is None:
+        levels = 256 if arr.dtype == np.uint8 else int(x.max()) + 1
+    levels = int(levels)
+    if x.min() < 0 or x.max() > levels - 1:
+        raise DataError(
+            f"{path}: values in [{x.min():g}, {x.max():g}] fall outside the {levels} levels 0..{levels - 1}"
+        )
+    return x, levels
 
 
 def load_data(source, n=None, seed=None):
@@ -71,6 +110,10 @@ def load_data(source, n=None, seed=None):
         from .digits import load_digits
 
         return load_digits(flat=True, seed=seed)
+    if source == "digits":
+        from .digits import load_digit_images
+
+        return load_digit_images("train")
     if os.path.splitext(str(source))[1] == "" and not os.path.exists(str(source)):
         names = ", ".join([*sorted(TOY_DENSITIES), *DATASETS])
         raise DataError(f"unknown dataset {source!r}; built-in: {names}, or a .npy/.csv path")
