@@ -26,19 +26,30 @@ from .errors import (
 )
 from .kernels.cpu.memory import release as release_memory
 from .models import build
-from .nn import MADE, MLP, Linear, MaskedLinear
+from .nn import MADE, MLP, Conv2d, ConvNet, Linear, MaskedLinear
 from .priors import AutoregressivePrior
 from .threads import get_num_threads, set_num_threads
-from .train import Adam, evaluate_nll, fit, fit_reverse_kl, load, save
+from .train import Adam, bits_per_dim, evaluate_nll, fit, fit_reverse_kl, load, save
 from .transforms import (
     IAF,
     MAF,
+    ActNorm,
     AdditiveCoupling,
     AffineCoupling,
     BatchNorm,
+    Dequantize,
+    Flatten,
+    ImageAdditiveCoupling,
+    ImageAffineCoupling,
+    InvConv1x1,
+    InvConv1x1LU,
+    Logit,
     Permutation,
     Scaling,
+    Split,
+    Squeeze,
     Standardize,
+    image_mask,
     make_mask,
     make_permutation,
 )
@@ -75,6 +86,7 @@ __all__ = [
     "set_num_threads",
     "Adam",
     "evaluate_nll",
+    "bits_per_dim",
     "fit",
     "fit_reverse_kl",
     "load",
@@ -83,6 +95,8 @@ __all__ = [
     "MADE",
     "MaskedLinear",
     "Linear",
+    "Conv2d",
+    "ConvNet",
     "MAF",
     "IAF",
     "BatchNorm",
@@ -93,4 +107,15 @@ __all__ = [
     "Standardize",
     "make_mask",
     "make_permutation",
+    "ActNorm",
+    "InvConv1x1",
+    "InvConv1x1LU",
+    "ImageAffineCoupling",
+    "ImageAdditiveCoupling",
+    "image_mask",
+    "Squeeze",
+    "Flatten",
+    "Split",
+    "Dequantize",
+    "Logit",
 ]

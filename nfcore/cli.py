@@ -145,7 +145,7 @@ def cmd_train(args, out=print):
     return 0
 
 
-def bits_per_dim(log_prob, dim):
+def _bpd(log_prob, dim):
     """-log p / (D log 2): a discrete model's negative log-likelihood in bits per dimension."""
     return -np.asarray(log_prob, dtype=np.float64) / (dim * np.log(2.0))
 
@@ -191,11 +191,11 @@ def _train_images(args, out):
                   out_dir=run_dir, resume=args.resume, log=out, lr_schedule="cosine",
                   meta={"data": str(args.data), "n_train": int(images.shape[0]), "levels": levels})
     out(f"trained {len(history.rows)} epochs in {time.perf_counter() - t0:.1f} s; best validation "
-        f"{float(bits_per_dim(-history.best_val, dim)):.4f} bits/dim (epoch {history.best_epoch + 1})")
+        f"{float(_bpd(-history.best_val, dim)):.4f} bits/dim (epoch {history.best_epoch + 1})")
     if test is not None:
         # the dequantisation bound with fresh noise: average a few draws for a steadier figure
         nll = float(np.mean([evaluate_nll(flow, cast(test)) for _ in range(4)]))
-        out(f"test: {float(bits_per_dim(-nll, dim)):.4f} bits/dim ({nll:.2f} nats per image) on the "
+        out(f"test: {float(_bpd(-nll, dim)):.4f} bits/dim ({nll:.2f} nats per image) on the "
             f"{test.shape[0]} test images of the fixed split")
     if not args.no_plot:
         from .plot import save_image_grid
@@ -226,7 +226,7 @@ def cmd_logprob(args, out=print):
         x = load_array(args.input).astype(flow.dtype)
     lp = np.asarray(flow.log_prob(x))
     if shape is not None:
-        out(f"mean {float(np.mean(bits_per_dim(lp, int(np.prod(shape))))):.4f} bits/dim over {lp.shape[0]} images")
+        out(f"mean {float(np.mean(_bpd(lp, int(np.prod(shape))))):.4f} bits/dim over {lp.shape[0]} images")
     if args.output:
         _save_array(args.output, lp)
         out(f"wrote {lp.shape[0]} log-densities to {args.output} (mean {lp.mean():.4f})")

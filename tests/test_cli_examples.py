@@ -39,6 +39,28 @@ def test_train_logprob_sample_info(tmp_path, capsys):
     assert rc == 0 and "parameters:" in out and "realnvp" in out
 
 
+def test_glow_on_digits_and_image_commands(tmp_path, capsys):
+    run = tmp_path / "glow"
+    rc, out, _ = _run(["train", "--data", "digits", "--flow", "glow", "--epochs", 1, "--layers", 1, "--hidden", 8,
+                       "--out", run], capsys)
+    assert rc == 0, out
+    assert "bits/dim" in out and "test:" in out
+    from nfcore.data import load_digit_images
+
+    np.save(tmp_path / "te.npy", load_digit_images("test")[:5].astype(np.uint8))
+    rc, out, _ = _run(["logprob", run / "model.npz", tmp_path / "te.npy"], capsys)
+    assert rc == 0 and "bits/dim over 5 images" in out
+    rc, out, _ = _run(["sample", run / "model.npz", "-n", 6, "--temperature", 0.7, "--output", tmp_path / "s.npy"],
+                      capsys)
+    s = np.load(tmp_path / "s.npy")
+    assert rc == 0 and s.shape == (6, 8, 8, 1) and s.max() <= 16
+    pytest.importorskip("matplotlib")
+    rc, out, _ = _run(["sample", run / "model.npz", "-n", 16, "--output", tmp_path / "grid.png"], capsys)
+    assert rc == 0 and (tmp_path / "grid.png").stat().st_size > 0
+    rc, _, err = _run(["train", "--data", "digits", "--flow", "maf", "--epochs", 1], capsys)
+    assert rc == 2 and "image data" in err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

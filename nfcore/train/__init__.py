@@ -2,7 +2,7 @@
 
 from .adam import Adam
 from .checkpoint import load, load_checkpoint, save
-from .fit import History, TrainingDiverged, evaluate_nll, fit, fit_reverse_kl
+from .fit import History, TrainingDiverged, bits_per_dim, evaluate_nll, fit, fit_reverse_kl
 
 __all__ = [
     "Adam",
@@ -12,6 +12,7 @@ __all__ = [
     "History",
     "TrainingDiverged",
     "evaluate_nll",
+    "bits_per_dim",
     "fit",
     "fit_reverse_kl",
 ]

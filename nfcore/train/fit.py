@@ -13,7 +13,7 @@ from ..kernels import backend_of, get_backend
 from .adam import Adam
 from .checkpoint import load_checkpoint, save
 
-__all__ = ["History", "fit", "fit_reverse_kl", "evaluate_nll", "TrainingDiverged"]
+__all__ = ["History", "fit", "fit_reverse_kl", "evaluate_nll", "bits_per_dim", "TrainingDiverged"]
 
 
 class TrainingDiverged(NfcoreError):
@@ -67,6 +67,17 @@ def evaluate_nll(flow, x, context=None, batch_size=4096):
         lp = flow.log_prob(x[s : s + batch_size], c)
         total += backend_of(lp).total(lp)
     return -total / n
+
+
+def bits_per_dim(flow, x, draws=1, batch_size=4096):
+    """Mean negative log-likelihood of ``x`` in bits per dimension: NLL / (D log 2).
+
+    For a flow that starts with ``Dequantize`` (K-level data), this is the dequantisation
+    bound on the discrete data's bits/dim; ``draws`` averages that many noise draws.
+    """
+    dim = int(np.prod(flow.shape))
+    nll = np.mean([evaluate_nll(flow, x, batch_size=batch_size) for _ in range(int(draws))])
+    return float(nll / (dim * math.log(2.0)))
 
 
 def _check_data(flow, data, name):
