@@ -29,11 +29,13 @@ def naive_conv_same(x, w, b, k):
     return out
 
 
-@pytest.mark.parametrize("k", [1, 3, 5])
-def test_conv2d_matches_a_direct_convolution(k):
-    conv = Conv2d(3, 4, k, rng=1)
+@pytest.mark.parametrize("k, cin, cout", [(1, 3, 4), (3, 3, 4), (5, 3, 4), (3, 5, 2), (5, 4, 3)])
+def test_conv2d_matches_a_direct_convolution(k, cin, cout):
+    """Both strategies: im2col of the input (C_in <= C_out) and taps on the output (C_in > C_out)."""
+    conv = Conv2d(cin, cout, k, rng=1)
+    assert conv.output_side == (k > 1 and cin > cout)
     gc.randomize_parameters(conv, seed=2)
-    x = RNG.normal(size=(2, 5, 6, 3))
+    x = RNG.normal(size=(2, 5, 6, cin))
     y, _ = conv.forward(x)
     want = naive_conv_same(x, conv.linear.weight.data, conv.linear.bias.data, k)
     assert np.max(np.abs(y - want)) < 1e-12
@@ -49,12 +51,12 @@ def test_col2im_is_the_adjoint_of_im2col():
     assert abs(np.sum(col * d) - np.sum(x * dx)) < 1e-10
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh", "elu", "softplus"])
-@pytest.mark.parametrize("k", [1, 3])
-def test_conv2d_gradients(activation, k):
-    conv = Conv2d(2, 3, k, activation=activation, rng=0)
+@pytest.mark.parametrize("activation", ["identity", "relu", "tanh", "elu", "softplus"])
+@pytest.mark.parametrize("k, cin, cout", [(1, 2, 3), (3, 2, 3), (3, 4, 2)])
+def test_conv2d_gradients(activation, k, cin, cout):
+    conv = Conv2d(cin, cout, k, activation=activation, rng=0)
     gc.randomize_parameters(conv, seed=1)
-    result = gc.check_module(conv, RNG.normal(size=(2, 4, 3, 2)))
+    result = gc.check_module(conv, RNG.normal(size=(2, 4, 3, cin)))
     result.assert_ok(1e-6)
     assert all(v > 0 for v in result.norms.values())
 

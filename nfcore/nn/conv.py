@@ -1,10 +1,21 @@
 """Convolutions with hand-written backward, channels last: Conv2d and Glow's coupling network.
 
-A k x k 'same' convolution (stride 1, zero padding k // 2) of an ``(N, H, W, C_in)`` image is
-one GEMM over the ``N H W`` pixels: ``y = phi(im2col(x) @ W + b)`` with ``W`` of shape
-``(k k C_in, C_out)``. So ``Conv2d`` is a ``Linear`` applied to the im2col rows; its backward
-is the ``Linear`` backward followed by col2im (the adjoint of im2col). The cache keeps the
-input, not the k^2-times larger column matrix: backward rebuilds it (a copy, no FLOPs).
+A k x k 'same' convolution (stride 1, zero padding k // 2) of an ``(N, H, W, C_in)`` image,
+``y = phi(sum_t shift_t(x) W_t + b)`` over the k^2 taps t (``W_t`` the (C_in, C_out) block t
+of ``W``, shape ``(k k C_in, C_out)``), is computed one of two ways, both one GEMM over the
+``N H W`` pixels:
+
+* input side (``C_in <= C_out``, and every 1x1 conv): ``y = phi(im2col(x) @ W + b)``, a
+  ``Linear`` on the im2col rows; backward is the ``Linear`` backward, then col2im;
+* output side (``C_in > C_out``, e.g. Glow's last conv, 512 -> 2 C_b): ``T = x @ W'`` with the
+  taps side by side, ``W' = [W_{k^2-1}, ..., W_0]`` of shape ``(C_in, k^2 C_out)``, then
+  ``y = phi(col2im(T) + b)``: the shifts act on the k^2 C_out-wide result instead of a
+  k^2 C_in-wide copy of the input. Backward: ``dT = im2col(dh)``, ``dW' = x^T dT``,
+  ``dx = dT W'^T``.
+
+The side with the narrower k^2 x C matrix is taken, which is what the data movement costs.
+The cache keeps the input and the output, never a column matrix: backward rebuilds it (a
+copy, no FLOPs).
 """
 
 from typing import NamedTuple
@@ -14,6 +25,7 @@ import numpy as np
 from ..core.module import Module
 from ..errors import ConfigError, ShapeError
 from ..kernels import backend_of
+from ..kernels._scalar import ACT_IDENTITY
 from .linear import Linear, LinearCache
 
 __all__ = ["Conv2d", "ConvNet"]
@@ -50,6 +62,25 @@ class Conv2d(Module):
         self.kernel_size = k
         self.linear = Linear(k * k * self.in_channels, self.out_channels, activation=activation, alpha=alpha,
                              zero_init=zero_init, rng=rng, dtype=dtype)
+        self.output_side = k > 1 and self.in_channels > self.out_channels
+        self._after_load()
+
+    def _after_load(self):
+        if not getattr(self, "output_side", False):
+            return
+        # W'[c, t C_out + o] = W[(k^2 - 1 - t) C_in + c, o], as a gather over the flattened arrays
+        k2, cin, cout = self.kernel_size**2, self.in_channels, self.out_channels
+        c, t, o = np.meshgrid(np.arange(cin), np.arange(k2), np.arange(cout), indexing="ij")
+        idx = ((k2 - 1 - t) * cin + c) * cout + o
+        self._tap_idx = backend_of(self.linear.weight.data).asarray(idx.reshape(-1).astype(np.int64))
+
+    def _taps_weight(self):
+        """W' (C_in, k^2 C_out): the taps side by side, in reverse order."""
+        w = self.linear.weight.data
+        ops = backend_of(w)
+        wt = ops.empty((self.in_channels, self.kernel_size**2 * self.out_channels), w.dtype)
+        ops.gather_cols(ops.reshape(w, (1, w.size)), self._tap_idx, ops.reshape(wt, (1, wt.size)), 0)
+        return wt
 
     def _columns(self, x):
         n, h, w, c = x.shape
@@ -65,12 +96,53 @@ class Conv2d(Module):
         if x.ndim != 4 or x.shape[3] != self.in_channels:
             raise ShapeError(f"Conv2d expected x of shape (N, H, W, {self.in_channels}), got {tuple(x.shape)}")
         n, h, w, _ = x.shape
+        if self.output_side:
+            return self._forward_output_side(x, need_grad)
         y, lc = self.linear.forward(self._columns(x), need_grad)
         out = backend_of(y).reshape(y, (n, h, w, self.out_channels))
         return out, (ConvCache(x, lc.y) if need_grad else None)
 
+    def _forward_output_side(self, x, need_grad):
+        n, h, w, c = x.shape
+        ops = backend_of(x)
+        t = ops.empty((n * h * w, self.kernel_size**2 * self.out_channels), x.dtype)
+        ops.matmul(ops.reshape(x, (n * h * w, c)), self._taps_weight(), t)
+        out = ops.zeros((n, h, w, self.out_channels), x.dtype)
+        ops.col2im_acc(t, self.kernel_size, out)
+        y = ops.reshape(out, (n * h * w, self.out_channels))
+        lin = self.linear
+        ops.bias_act(y, lin.bias.data, lin.act_code, lin.alpha)
+        return out, (ConvCache(x, y) if need_grad else None)
+
+    def _backward_output_side(self, dy, cache, need_input_grad):
+        x = cache.x
+        n, h, w, c = x.shape
+        ops = backend_of(dy)
+        lin = self.linear
+        dy2 = ops.reshape(dy, (n * h * w, self.out_channels))
+        if lin.act_code == ACT_IDENTITY:
+            dh = dy2
+            ops.colsum_acc(dh, lin.bias.grad)
+        else:
+            dh = ops.empty(dy2.shape, dy2.dtype)
+            ops.bias_act_bwd(dy2, cache.y, lin.act_code, lin.alpha, dh, lin.bias.grad)
+        dt = ops.empty((n * h * w, self.kernel_size**2 * self.out_channels), dy.dtype)
+        ops.im2col(ops.reshape(dh, (n, h, w, self.out_channels)), self.kernel_size, dt)
+        x2 = ops.reshape(x, (n * h * w, c))
+        dwt = ops.zeros((c, dt.shape[1]), dy.dtype)
+        ops.matmul_tn_acc(x2, dt, dwt)
+        g = lin.weight.grad
+        ops.scatter_add_cols(ops.reshape(dwt, (1, dwt.size)), self._tap_idx, ops.reshape(g, (1, g.size)))
+        if not need_input_grad:
+            return None
+        dx = ops.empty((n * h * w, c), dy.dtype)
+        ops.matmul_nt(dt, self._taps_weight(), dx)
+        return ops.reshape(dx, (n, h, w, c))
+
     def backward(self, dy, cache, need_input_grad=True):
         """Linear's VJP on the im2col rows (dW += col^T dh, db += sum dh), then dx = col2im(dh W^T)."""
+        if self.output_side:
+            return self._backward_output_side(dy, cache, need_input_grad)
         x = cache.x
         n, h, w, c = x.shape
         ops = backend_of(dy)

@@ -62,24 +62,38 @@ def unsqueeze2x2(z, out):
 
 @_jit
 def im2col(x, k, col):
-    """col[(n H + i) W + j, (a k + b) C + c] = x[n, i + a - k//2, j + b - k//2, c] (0 outside)."""
+    """col[(n H + i) W + j, (a k + b) C + c] = x[n, i + a - k//2, j + b - k//2, c] (0 outside).
+
+    For a tap row a, the k taps b are k neighbouring pixels, i.e. k C contiguous values of
+    the input row and of the col row: copied as one run where the pixel is away from the
+    left and right edges (the inner loop then vectorises).
+    """
     n, h, w, c = x.shape
     p = k // 2
+    kc = k * c
+    xf = x.reshape((n, h, w * c))
+    zero = x[0, 0, 0, 0] - x[0, 0, 0, 0]  # a typed zero
     for s in range(n):
         for i in range(h):
-            for j in range(w):
-                r = (s * h + i) * w + j
-                for a in range(k):
-                    ii = i + a - p
-                    for b in range(k):
-                        jj = j + b - p
-                        base = (a * k + b) * c
-                        if 0 <= ii < h and 0 <= jj < w:
+            for a in range(k):
+                ii = i + a - p
+                base = a * kc
+                for j in range(w):
+                    r = (s * h + i) * w + j
+                    if ii < 0 or ii >= h:
+                        for m in range(kc):
+                            col[r, base + m] = zero
+                        continue
+                    j0 = j - p
+                    if j0 >= 0 and j0 + k <= w:
+                        src = j0 * c
+                        for m in range(kc):
+                            col[r, base + m] = xf[s, ii, src + m]
+                    else:
+                        for b in range(k):
+                            jj = j0 + b
                             for q in range(c):
-                                col[r, base + q] = x[s, ii, jj, q]
-                        else:
-                            for q in range(c):
-                                col[r, base + q] = x[0, 0, 0, 0] - x[0, 0, 0, 0]  # a typed zero
+                                col[r, base + b * c + q] = x[s, ii, jj, q] if 0 <= jj < w else zero
 
 
 @_jit
