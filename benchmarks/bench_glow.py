@@ -137,7 +137,8 @@ def main(argv=None):
     for shape, batch, ours, peer, ratio, gflops, ms in rows:
         peer_s = f"{peer:.0f}" if peer else "-"
         ratio_s = f"{ratio:.2f}x" if ratio else "-"
-        print(f"| {'x'.join(map(str, shape))} | {batch} | {ours:.0f} | {peer_s} | {ratio_s} | {gflops:.1f} | {ms:.1f} |")
+        image = "x".join(map(str, shape))
+        print(f"| {image} | {batch} | {ours:.0f} | {peer_s} | {ratio_s} | {gflops:.1f} | {ms:.1f} |")
 
 
 if __name__ == "__main__":
