@@ -33,6 +33,8 @@ Config keys (defaults in ``DEFAULTS``):
     standardize ``{"mean": [...], "std": [...]}`` or None: a fixed first layer
     dtype       ``float64`` | ``float32``
     seed        initialisation seed (masks, permutations, weights)
+    memory_saving  backward recomputes every layer's input from its output with the layer's
+                inverse instead of keeping activations (``Chain(memory_saving=True)``)
 """
 
 import copy
@@ -93,6 +95,7 @@ DEFAULTS = {
     "standardize": None,
     "dtype": "float64",
     "seed": 0,
+    "memory_saving": False,
 }
 
 
@@ -210,7 +213,8 @@ def _multiscale(cfg, dtype, steps):
         layers += steps(cfg, shape, rng, dtype, False)
         if level < cfg["scales"] - 1:
             hh, ww, cc = shape
-            layers.append(Split(shape, Chain(scale(level + 1, (hh, ww, cc // 2))), rng=rng, dtype=dtype))
+            rest = Chain(scale(level + 1, (hh, ww, cc // 2)), memory_saving=cfg["memory_saving"])
+            layers.append(Split(shape, rest, rng=rng, dtype=dtype))
         else:
             layers.append(Flatten(shape))
         return layers
@@ -280,4 +284,5 @@ def build(config):
     cfg = normalize_config(config)
     dtype = np.dtype(cfg["dtype"])
     layers = FLOWS[cfg["flow"]](cfg, dtype)
-    return Flow(Chain(layers), _base(cfg, dtype), context_dim=cfg["context_dim"], config=cfg, shape=cfg["shape"])
+    chain = Chain(layers, memory_saving=cfg["memory_saving"])
+    return Flow(chain, _base(cfg, dtype), context_dim=cfg["context_dim"], config=cfg, shape=cfg["shape"])

@@ -217,3 +217,35 @@ def test_glow_learns_the_digits_quickly():
     assert after < min(before, 3.6), (before, after)
     s = np.asarray(flow.sample(5, seed=0, temperature=0.7))
     assert s.shape == (5, 8, 8, 1) and np.all(s == np.floor(s)) and s.min() >= 0 and s.max() <= 16
+
+
+@pytest.mark.parametrize("cfg", [
+    {"flow": "glow", "shape": [4, 4, 2], "levels": 5, "layers": 2, "hidden": [4]},
+    {"flow": "realnvp", "shape": [4, 4, 2], "levels": 5, "layers": 2, "hidden": [4], "coupling": "additive"},
+    {"flow": "maf", "dim": 4, "layers": 3, "hidden": [8]},
+    {"flow": "realnvp", "dim": 4, "layers": 3, "hidden": [8], "base": "diag"},
+], ids=["glow", "realnvp-multiscale", "maf", "realnvp"])
+def test_memory_saving_backward_gives_the_same_gradients(cfg):
+    results = []
+    for memory_saving in (False, True):
+        flow = nfcore.build(dict(cfg, memory_saving=memory_saving))
+        gc.randomize_parameters(flow, 0.1, seed=0)
+        r = np.random.default_rng(1)
+        x = r.integers(0, 5, size=(6, 4, 4, 2)).astype(float) if "shape" in cfg else r.normal(size=(6, 4))
+        for t in flow.modules():
+            if isinstance(t, Dequantize):
+                t._rng = np.random.default_rng(5)  # the same noise in both runs
+        flow.zero_grad()
+        loss = flow.loss_and_grad(x)
+        results.append((loss, {k: p.grad.copy() for k, p in flow.named_parameters()}))
+    (loss0, g0), (loss1, g1) = results
+    assert loss0 == loss1
+    for k in g0:
+        assert np.max(np.abs(g0[k] - g1[k])) <= 1e-10 * (1 + np.max(np.abs(g0[k]))), k
+
+
+def test_memory_saving_refuses_batch_statistics():
+    flow = nfcore.build({"flow": "maf", "dim": 3, "layers": 2, "hidden": [4], "batch_norm": True,
+                         "memory_saving": True})
+    with pytest.raises(ConfigError, match="exact inverses"):
+        flow.loss_and_grad(np.random.default_rng(0).normal(size=(8, 3)))

@@ -14,7 +14,7 @@ input gradient. ``cache`` holds everything backward needs; ``need_grad=False`` r
 
 from typing import NamedTuple
 
-from ..errors import GradientNotAvailable
+from ..errors import ConfigError, GradientNotAvailable
 from ..kernels import backend_of
 from .module import Module
 
@@ -51,15 +51,32 @@ class ChainCache(NamedTuple):
     caches: tuple
 
 
+class RecomputeCache(NamedTuple):
+    """A memory-saving chain's cache: its output only (every layer input is recomputed)."""
+
+    inverse: bool
+    out: object
+    context: object
+
+
 class Chain(Transform):
     """f = f_K o ... o f_1 in the forward direction; log-dets add up.
 
     Arguments:
         transforms: the layers, data side first.
+        memory_saving: keep no layer caches in a gradient call, only the chain's output;
+            backward walks the layers in reverse and rebuilds each one's input from its
+            output with the layer's own inverse, reruns that layer with a cache, and takes
+            its VJP. Activation memory is then that of one layer, whatever the depth, for
+            about one extra inverse and forward pass per layer. Gradients equal the plain
+            chain's up to the round-off of the inverses. Needs both directions of every
+            layer (a BatchNorm in training mode, whose inverse uses running averages, is
+            refused).
     """
 
-    def __init__(self, transforms):
+    def __init__(self, transforms, memory_saving=False):
         self.transforms = list(transforms)
+        self.memory_saving = bool(memory_saving)
 
     def __len__(self):
         return len(self.transforms)
@@ -68,6 +85,10 @@ class Chain(Transform):
         return self.transforms[i]
 
     def _run(self, x, context, need_grad, inverse):
+        if need_grad and self.memory_saving:
+            self._check_recomputable()
+            out, total, _ = self._run(x, context, False, inverse)
+            return out, total, RecomputeCache(inverse, out, context)
         ops = backend_of(x)
         total = ops.zeros((x.shape[0],), x.dtype)
         caches = []
@@ -85,8 +106,30 @@ class Chain(Transform):
     def inverse(self, z, context=None, need_grad=True):
         return self._run(z, context, need_grad, inverse=True)
 
+    def _check_recomputable(self):
+        for t in self.transforms:
+            if getattr(t, "batch_statistics", False) and t.training:
+                raise ConfigError(
+                    f"memory-saving backward needs exact inverses, but {type(t).__name__} normalises with batch "
+                    "statistics in training mode; build the flow without batch_norm or without memory_saving"
+                )
+
+    def _backward_recompute(self, dout, dlogabsdet, cache):
+        # the calls ran in `seq` order; undo them from the last, redo each with a cache, take its VJP
+        seq = list(reversed(self.transforms)) if cache.inverse else list(self.transforms)
+        y, context = cache.out, cache.context
+        for t in reversed(seq):
+            undo, redo = (t.forward, t.inverse) if cache.inverse else (t.inverse, t.forward)
+            x_in = undo(y, context, need_grad=False)[0]
+            _, _, c = redo(x_in, context, need_grad=True)
+            dout = t.backward(dout, dlogabsdet, c)
+            y = x_in
+        return dout
+
     def backward(self, dout, dlogabsdet, cache):
         self._require_cache(cache, "Chain")
+        if isinstance(cache, RecomputeCache):
+            return self._backward_recompute(dout, dlogabsdet, cache)
         seq = list(reversed(self.transforms)) if cache.inverse else list(self.transforms)
         # backward visits the calls in the reverse of the order they ran
         for t, c in zip(reversed(seq), reversed(cache.caches)):
@@ -94,7 +137,8 @@ class Chain(Transform):
         return dout
 
     def config(self):
-        return {"type": "Chain", "transforms": [t.config() for t in self.transforms]}
+        return {"type": "Chain", "memory_saving": self.memory_saving,
+                "transforms": [t.config() for t in self.transforms]}
 
 
 class Inverse(Transform):

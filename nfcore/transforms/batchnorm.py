@@ -41,6 +41,10 @@ class BatchNorm(Transform):
         section 3.4; Dinh, Sohl-Dickstein, Bengio. Density estimation using Real NVP (2017).
     """
 
+    #: normalises with the batch's statistics in training mode (a memory-saving chain refuses it)
+    batch_statistics = True
+
+
     def __init__(self, dim, momentum=0.1, eps=1e-5, dtype=np.float64):
         if not 0 < momentum <= 1 or not eps > 0:
             raise ConfigError(f"BatchNorm needs 0 < momentum <= 1 and eps > 0, got {momentum}, {eps}")
