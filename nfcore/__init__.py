@@ -26,7 +26,7 @@ from .errors import (
 )
 from .kernels.cpu.memory import release as release_memory
 from .models import build
-from .nn import MADE, MLP, Conv2d, ConvNet, Linear, MaskedLinear
+from .nn import MADE, MLP, Conv2d, ConvNet, Linear, MaskedLinear, SpectralLinear
 from .priors import AutoregressivePrior
 from .threads import get_num_threads, set_num_threads
 from .train import Adam, bits_per_dim, evaluate_nll, fit, fit_reverse_kl, load, save
@@ -45,6 +45,7 @@ from .transforms import (
     InvConv1x1LU,
     Logit,
     Permutation,
+    ResidualBlock,
     Scaling,
     Split,
     Squeeze,
@@ -118,4 +119,6 @@ __all__ = [
     "Split",
     "Dequantize",
     "Logit",
+    "ResidualBlock",
+    "SpectralLinear",
 ]

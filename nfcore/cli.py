@@ -27,9 +27,10 @@ def build_parser():
 
     t = sub.add_parser("train", help="fit a flow to data by maximum likelihood")
     t.add_argument("--data", default="moons", help="built-in density name or a .npy/.csv path (default: moons)")
-    t.add_argument("--flow", default="realnvp", choices=["realnvp", "nice", "maf", "iaf", "glow"],
+    t.add_argument("--flow", default="realnvp", choices=["realnvp", "nice", "maf", "iaf", "glow", "iresnet", "resflow"],
                    help="flow family (default: realnvp; iaf cannot be fitted to data by maximum likelihood; "
-                        "glow, and realnvp on images, are multi-scale image flows)")
+                        "glow, and realnvp on images, are multi-scale image flows; iresnet and resflow are "
+                        "invertible residual networks)")
     t.add_argument("--layers", type=int, default=8,
                    help="coupling layers; image flows: steps per scale (default: 8)")
     t.add_argument("--scales", type=int, default=2, help="image flows: number of scales (default: 2)")

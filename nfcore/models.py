@@ -5,7 +5,7 @@ a checkpoint stores that dict, so ``nfcore.load`` rebuilds the model without the
 that made it.
 
 Config keys (defaults in ``DEFAULTS``):
-    flow        ``realnvp`` | ``nice`` | ``maf`` | ``iaf`` | ``glow``
+    flow        ``realnvp`` | ``nice`` | ``maf`` | ``iaf`` | ``glow`` | ``iresnet`` | ``resflow``
     dim         data dimension D (image flows: H W C, filled in from ``shape``)
     shape       image shape [H, W, C] (channels last) for the image flows ``glow`` and the
                 multi-scale ``realnvp``; None for vector flows
@@ -16,7 +16,14 @@ Config keys (defaults in ``DEFAULTS``):
     hidden      list of hidden widths of each conditioner MLP (image flows: of each ConvNet)
     coupling    image flows: ``affine`` | ``additive``
     invconv     glow: ``lu`` | ``plain`` (the 1x1 convolution's parameterisation)
-    activation  conditioner activation (``relu``, ``leaky_relu``, ``tanh``, ``elu``, ``softplus``)
+    activation  conditioner activation (``relu``, ``leaky_relu``, ``tanh``, ``elu``, ``softplus``;
+                residual flows: ``lipswish`` or ``elu``); None: ``relu``, or ``lipswish`` for
+                the residual flows
+    coeff       residual flows: the spectral-norm bound c < 1 of every weight of g
+    logdet      residual flows: the training log-det, ``exact`` | ``series`` | ``roulette``
+                (None: ``series`` for iresnet, ``roulette`` for resflow); evaluation uses
+                ``exact`` when dim <= 16
+    n_terms     residual flows: series terms (iresnet), always-computed terms (resflow)
     residual    residual hidden blocks in the conditioner
     mask        ``alternating`` | ``half`` | ``random`` (parity flips every layer)
     order       MAF/IAF variable order: ``alternate`` (natural, reversed, natural, ...),
@@ -60,6 +67,7 @@ from .transforms import (
     InvConv1x1LU,
     Logit,
     Permutation,
+    ResidualBlock,
     Scaling,
     Split,
     Squeeze,
@@ -68,7 +76,7 @@ from .transforms import (
     make_permutation,
 )
 
-__all__ = ["DEFAULTS", "FLOWS", "build", "realnvp", "nice", "maf", "iaf", "glow"]
+__all__ = ["DEFAULTS", "FLOWS", "build", "realnvp", "nice", "maf", "iaf", "glow", "iresnet", "resflow"]
 
 DEFAULTS = {
     "flow": "realnvp",
@@ -80,7 +88,10 @@ DEFAULTS = {
     "invconv": "lu",
     "layers": 8,
     "hidden": [64, 64],
-    "activation": "relu",
+    "activation": None,
+    "coeff": 0.97,
+    "logdet": None,
+    "n_terms": None,
     "residual": False,
     "mask": "alternating",
     "order": "alternate",
@@ -232,7 +243,30 @@ def nice(cfg, dtype):
     return [*_coupling_chain(cfg, AdditiveCoupling, {}, dtype), Scaling(cfg["dim"], dtype=dtype)]
 
 
-FLOWS = {"realnvp": realnvp, "nice": nice, "maf": maf, "iaf": iaf, "glow": glow}
+def _residual_chain(cfg, dtype):
+    rng = np.random.default_rng(cfg["seed"])
+    layers = []
+    if cfg["standardize"] is not None:
+        layers.append(Standardize(cfg["standardize"]["mean"], cfg["standardize"]["std"], dtype=dtype))
+    for _ in range(cfg["layers"]):
+        layers.append(ActNorm(cfg["dim"], dtype=dtype))
+        layers.append(ResidualBlock(cfg["dim"], hidden=cfg["hidden"], activation=cfg["activation"], coeff=cfg["coeff"],
+                                    logdet=cfg["logdet"], n_terms=cfg["n_terms"], rng=rng, dtype=dtype))
+    return layers
+
+
+def iresnet(cfg, dtype):
+    """i-ResNet: K x (actnorm, residual block), log-det by the truncated power series in training."""
+    return _residual_chain(cfg, dtype)
+
+
+def resflow(cfg, dtype):
+    """Residual flow: like iresnet, with the unbiased Russian-roulette log-det and its Neumann gradient."""
+    return _residual_chain(cfg, dtype)
+
+
+FLOWS = {"realnvp": realnvp, "nice": nice, "maf": maf, "iaf": iaf, "glow": glow, "iresnet": iresnet,
+         "resflow": resflow}
 
 
 def normalize_config(config):
@@ -244,6 +278,14 @@ def normalize_config(config):
     cfg.update(copy.deepcopy(dict(config)))
     if cfg["flow"] not in FLOWS:
         raise ConfigError(f"unknown flow {cfg['flow']!r}; choose one of {sorted(FLOWS)}")
+    residual = cfg["flow"] in ("iresnet", "resflow")
+    if cfg["activation"] is None:
+        cfg["activation"] = "lipswish" if residual else "relu"
+    if residual:
+        cfg["logdet"] = cfg["logdet"] or ("series" if cfg["flow"] == "iresnet" else "roulette")
+        cfg["n_terms"] = int(cfg["n_terms"] or (5 if cfg["flow"] == "iresnet" else 2))
+        if cfg["context_dim"]:
+            raise ConfigError("the residual flows are unconditional (context_dim must be 0)")
     if isinstance(cfg["hidden"], int):
         cfg["hidden"] = [cfg["hidden"]] * 2
     cfg["hidden"] = [int(h) for h in cfg["hidden"]]

@@ -25,6 +25,7 @@ from nfcore.transforms import (
     InvConv1x1LU,
     Logit,
     Permutation,
+    ResidualBlock,
     Scaling,
     Split,
     Squeeze,
@@ -87,6 +88,11 @@ FACTORIES = {
     "split": lambda dt: Split((2, 2, 4), nfcore.Chain([ActNorm((2, 2, 2), data_init=False, dtype=dt),
                                                        Flatten((2, 2, 2))]), rng=0, dtype=dt),
     "chain-glow": lambda dt: _image_chain("glow", dt),
+    # invertible residual networks: the exact log-det (the estimators have their own tests)
+    "residual-lipswish": lambda dt: ResidualBlock(D, hidden=[6, 5], logdet="exact", rng=0, dtype=dt),
+    "residual-elu": lambda dt: ResidualBlock(D, hidden=[7], activation="elu", logdet="exact", rng=1, dtype=dt),
+    "chain-iresnet": lambda dt: nfcore.build({"flow": "iresnet", "dim": D, "layers": 2, "hidden": [6],
+                                              "logdet": "exact", "dtype": np.dtype(dt).name}).transform,
     "chain-realnvp-multiscale": lambda dt: _image_chain("realnvp", dt),
 }
 
@@ -133,6 +139,9 @@ NO_GRADIENT = {
     "maf-random-context-tanh": {"inverse"},
     "chain-maf": {"inverse"},
     "iaf": {"forward"},
+    "residual-lipswish": {"inverse"},
+    "residual-elu": {"inverse"},
+    "chain-iresnet": {"inverse"},
 }
 
 
@@ -143,6 +152,9 @@ def _differentiable(name, inverse):
 def _make(name, dtype=np.float64, seed=0):
     t = FACTORIES[name](dtype)
     gc.randomize_parameters(t, scale=0.4, seed=seed)
+    for m in t.modules():
+        if isinstance(m, nfcore.SpectralLinear):
+            m.power_iteration(100)  # re-estimate the norm after the noise (training calls do one step each)
     return t
 
 

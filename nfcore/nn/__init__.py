@@ -4,6 +4,7 @@ from .activations import ACTIVATIONS, activation_code
 from .conv import Conv2d, ConvNet
 from .linear import MLP, Linear
 from .made import MADE, MaskedLinear, made_degrees
+from .spectral import SpectralLinear
 
 __all__ = [
     "ACTIVATIONS",
@@ -15,4 +16,5 @@ __all__ = [
     "MADE",
     "MaskedLinear",
     "made_degrees",
+    "SpectralLinear",
 ]

@@ -50,6 +50,7 @@ from .image import (
 )
 from .memory import pooled_empty
 from .mixture import mog_logprob, mog_logprob_bwd, mog_sample
+from .residual import act2, rowdot_acc, scale_rows
 
 __all__ = [
     "name",
@@ -75,6 +76,9 @@ __all__ = [
     "logit_map_bwd",
     "lu_compose",
     "lu_compose_bwd",
+    "act2",
+    "scale_rows",
+    "rowdot_acc",
     "mog_logprob",
     "mog_logprob_bwd",
     "mog_sample",

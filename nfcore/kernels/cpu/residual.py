@@ -1,0 +1,68 @@
+"""CPU ops of invertible residual blocks: Lipschitz activations with two derivatives, row scaling.
+
+The log-det estimators of a residual block differentiate through Jacobian-vector products
+``J v = W_L (phi'(h) * ...)``, so their backward needs ``phi''``: ``act2`` returns the
+activation and both derivatives in one pass. Codes: 0 ELU, 1 LipSwish
+``h sigmoid(beta h) / 1.1`` (both 1-Lipschitz; ReLU is refused by the block: phi'' = 0).
+"""
+
+import math
+
+from numba import njit
+
+_jit = njit(cache=True, error_model="numpy")
+
+__all__ = ["act2", "scale_rows", "rowdot_acc"]
+
+LIP_ELU = 0
+LIP_SWISH = 1
+
+
+@_jit
+def act2(h, code, beta, a, d1, d2):
+    """a = phi(h), d1 = phi'(h), d2 = phi''(h), element-wise over (N, M)."""
+    n, m = h.shape
+    for i in range(n):
+        for j in range(m):
+            x = h[i, j]
+            if code == LIP_ELU:
+                if x > 0:
+                    a[i, j] = x
+                    d1[i, j] = 1.0
+                    d2[i, j] = 0.0
+                else:
+                    e = math.exp(x)
+                    a[i, j] = e - 1.0
+                    d1[i, j] = e
+                    d2[i, j] = e
+            else:
+                bx = beta * x
+                if bx >= 0:
+                    s = 1.0 / (1.0 + math.exp(-bx))
+                else:
+                    e = math.exp(bx)
+                    s = e / (1.0 + e)
+                q = s * (1.0 - s)
+                a[i, j] = x * s / 1.1
+                d1[i, j] = (s + bx * q) / 1.1
+                d2[i, j] = beta * q * (2.0 + bx * (1.0 - 2.0 * s)) / 1.1
+
+
+@_jit
+def scale_rows(a, s, out):
+    """out[n, :] = s[n] * a[n, :]."""
+    n, m = a.shape
+    for i in range(n):
+        for j in range(m):
+            out[i, j] = s[i] * a[i, j]
+
+
+@_jit
+def rowdot_acc(a, b, c, out):
+    """out[n] += c * sum_j a[n, j] b[n, j]."""
+    n, m = a.shape
+    for i in range(n):
+        acc = 0.0
+        for j in range(m):
+            acc += a[i, j] * b[i, j]
+        out[i] += c * acc

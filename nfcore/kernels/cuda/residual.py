@@ -1,0 +1,75 @@
+"""CUDA twins of ``nfcore.kernels.cpu.residual``: one thread per element."""
+
+import math
+import sys
+
+from numba import cuda
+
+__all__ = ["act2", "scale_rows", "rowdot_acc"]
+
+_pkg = sys.modules[__package__]
+
+
+@cuda.jit(cache=True)
+def _act2_kernel(h, code, beta, a, d1, d2):
+    t = cuda.grid(1)
+    m = h.shape[1]
+    if t < h.shape[0] * m:
+        i = t // m
+        j = t - i * m
+        x = h[i, j]
+        if code == 0:
+            if x > 0:
+                a[i, j] = x
+                d1[i, j] = 1.0
+                d2[i, j] = 0.0
+            else:
+                e = math.exp(x)
+                a[i, j] = e - 1.0
+                d1[i, j] = e
+                d2[i, j] = e
+        else:
+            bx = beta * x
+            if bx >= 0:
+                s = 1.0 / (1.0 + math.exp(-bx))
+            else:
+                e = math.exp(bx)
+                s = e / (1.0 + e)
+            q = s * (1.0 - s)
+            a[i, j] = x * s / 1.1
+            d1[i, j] = (s + bx * q) / 1.1
+            d2[i, j] = beta * q * (2.0 + bx * (1.0 - 2.0 * s)) / 1.1
+
+
+def act2(h, code, beta, a, d1, d2):
+    """a = phi(h), d1 = phi'(h), d2 = phi''(h) (see the CPU twin)."""
+    _act2_kernel[_pkg._grid(h.size)](h, code, beta, a, d1, d2)
+
+
+@cuda.jit(cache=True)
+def _scale_rows_kernel(a, s, out):
+    t = cuda.grid(1)
+    m = a.shape[1]
+    if t < a.shape[0] * m:
+        i = t // m
+        out[i, t - i * m] = s[i] * a[i, t - i * m]
+
+
+def scale_rows(a, s, out):
+    """out[n, :] = s[n] * a[n, :]."""
+    _scale_rows_kernel[_pkg._grid(a.size)](a, s, out)
+
+
+@cuda.jit(cache=True)
+def _rowdot_kernel(a, b, c, out):
+    i = cuda.grid(1)
+    if i < a.shape[0]:
+        acc = 0.0
+        for j in range(a.shape[1]):
+            acc += a[i, j] * b[i, j]
+        out[i] += c * acc
+
+
+def rowdot_acc(a, b, c, out):
+    """out[n] += c * sum_j a[n, j] b[n, j]."""
+    _rowdot_kernel[_pkg._grid(a.shape[0])](a, b, c, out)

@@ -1,0 +1,371 @@
+"""Invertible residual blocks y = x + g(x) with Lip(g) < 1, and their log-det estimators.
+
+``g = W_L o phi o ... o phi o W_1`` (row vectors, ``h_l = a_{l-1} W~_l + b_l``, ``a_l = phi(h_l)``)
+with spectrally normalised weights (``||W~_l||_2 <= c``) and a 1-Lipschitz ``phi`` (ELU or
+LipSwish), so ``Lip(g) <= c^L < 1``: the block is invertible, by the fixed-point iteration
+``x_{k+1} = y - g(x_k)``. Its log-det ``log det(I + J_g(x))`` is computed one of three ways:
+
+* ``exact``: J from D Jacobian-vector products, then ``slogdet`` (small D: study, evaluation);
+  gradient ``tr(A^{-1} dA)``, A = I + J;
+* ``series``: ``sum_{k=1}^{n} (-1)^{k+1}/k v^T J^k v`` with Hutchinson probes v (Gaussian or
+  Rademacher, m of them), and the exact gradient of that truncated estimate;
+* ``roulette``: the Russian-roulette estimator of Residual Flows: the first terms exact, a
+  geometric number of further terms reweighted by ``1 / P(N >= k)`` (unbiased), with the
+  Neumann-series gradient ``sum_k (-1)^k v^T J^k (dJ) v / P(N >= k)``, whose backward needs one
+  pass, not a graph of the series.
+
+All three gradients reduce to one primitive, the VJP of ``u^T J(x) v`` (u, v held fixed) with
+respect to the weights and x: back through the JVP ``J v = W_L (phi'(h_{L-1}) * ... (phi'(h_1) *
+(v W_1)))``, which needs ``phi''`` (hence no ReLU), then through the forward pass.
+
+References:
+    Behrmann et al. Invertible Residual Networks (2019); Chen et al. Residual Flows for
+    Invertible Generative Modeling (2019).
+"""
+
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+
+from ..core.transform import Transform
+from ..errors import ConfigError, GradientNotAvailable, InverseNotAvailable, ShapeError
+from ..kernels import backend_of
+from ..nn.spectral import SpectralLinear
+
+__all__ = ["ResidualBlock", "LOGDET_MODES"]
+
+LOGDET_MODES = ("exact", "series", "roulette")
+_ACTS = {"elu": 0, "lipswish": 1}
+
+
+class _Pass(NamedTuple):
+    x: object  # (N, D) input
+    weights: tuple  # W~_l
+    sn: tuple  # spectral-norm caches
+    acts: tuple  # a_l, l = 1..L-1
+    d1: tuple  # phi'(h_l)
+    d2: tuple  # phi''(h_l)
+
+
+class ResidualCache(NamedTuple):
+    inverse: bool
+    fwd: _Pass
+    mode: str
+    aux: object  # exact: A^{-T} (N, D, D) host; series/roulette: (probes (m, N, D), roulette draw)
+
+
+class ResidualBlock(Transform):
+    """y = x + g(x), Lip(g) <= coeff^L < 1; log|det| = log det(I + J_g(x)) (exact or estimated).
+
+    Arguments:
+        dim: D. hidden: hidden widths of g (e.g. [128, 128]).
+        activation: ``lipswish`` (x sigmoid(beta x) / 1.1) or ``elu``; ``relu`` is refused
+            (its second derivative is 0, so the trainable log-det would have no x-gradient).
+        coeff: c, the spectral bound of every weight.
+        logdet: ``exact`` | ``series`` | ``roulette`` (training); ``eval_logdet`` is used in
+            evaluation mode (default ``exact`` when D <= 16, else the training estimator).
+        n_terms: series terms (``series``), or always-computed terms (``roulette``).
+        n_probes, probe: Hutchinson probes per sample and their law (``gaussian``/``rademacher``).
+        roulette_p: success probability of the geometric number of extra roulette terms.
+        tol, max_iter, on_nonconvergence: the fixed-point inverse stops when
+            max |x_{k+1} - x_k| <= tol; beyond max_iter it raises ``InverseNotAvailable``
+            (or warns, with ``"warn"``). The iterations used are in ``last_iterations``.
+        rng: seed of the weights and of the probes.
+    """
+
+    def __init__(self, dim, hidden=(64, 64), activation="lipswish", coeff=0.97, logdet="series", n_terms=5,
+                 n_probes=1, probe="gaussian", roulette_p=0.5, eval_logdet=None, n_power_iterations=1, beta=1.0,
+                 tol=None, max_iter=2000, on_nonconvergence="raise", rng=None, dtype=np.float64):
+        if activation == "relu":
+            raise ConfigError("ReLU is refused in a residual block: its second derivative vanishes, so the "
+                              "log-det estimators' gradients would miss every x-dependence; use lipswish or elu")
+        if activation not in _ACTS:
+            raise ConfigError(f"activation must be lipswish or elu, got {activation!r}")
+        for name, mode in (("logdet", logdet), ("eval_logdet", eval_logdet)):
+            if mode is not None and mode not in LOGDET_MODES:
+                raise ConfigError(f"{name} must be one of {LOGDET_MODES}, got {mode!r}")
+        if probe not in ("gaussian", "rademacher"):
+            raise ConfigError(f"probe must be gaussian or rademacher, got {probe!r}")
+        if on_nonconvergence not in ("raise", "warn"):
+            raise ConfigError(f"on_nonconvergence must be raise or warn, got {on_nonconvergence!r}")
+        if not 0 < coeff < 1:
+            raise ConfigError(f"coeff must be in (0, 1) for an invertible block, got {coeff}")
+        rng = np.random.default_rng(rng)
+        self.dim = int(dim)
+        self.activation = activation
+        self.act_code = _ACTS[activation]
+        self.beta = float(beta)
+        self.logdet = logdet
+        self.eval_logdet = eval_logdet or ("exact" if self.dim <= 16 else logdet)
+        self.n_terms = int(n_terms)
+        self.n_probes = int(n_probes)
+        self.probe = probe
+        self.roulette_p = float(roulette_p)
+        self.tol = tol if tol is not None else (1e-12 if np.dtype(dtype) == np.float64 else 1e-5)
+        self.max_iter = int(max_iter)
+        self.on_nonconvergence = on_nonconvergence
+        self.last_iterations = None
+        sizes = [self.dim, *[int(h) for h in hidden], self.dim]
+        self.layers = [SpectralLinear(sizes[i], sizes[i + 1], coeff, n_power_iterations, rng=rng, dtype=dtype)
+                       for i in range(len(sizes) - 1)]
+        self._probe_rng = np.random.default_rng(rng.integers(2**63))
+        # a seed (every call draws the same probes: gradient checks), or explicit probes (m, D)
+        # (sqrt(D) times the identity gives the exact traces: the series' truncation bias alone)
+        self.frozen_probes = None
+
+    # -- g and its derivatives ---------------------------------------------------------------
+    def _g(self, x, update):
+        """One pass of g: (g(x), _Pass)."""
+        ops = backend_of(x)
+        n = x.shape[0]
+        weights, sns, acts, d1s, d2s = [], [], [], [], []
+        a = x
+        for i, layer in enumerate(self.layers):
+            wt, sn = layer.normalized(update)
+            weights.append(wt)
+            sns.append(sn)
+            h = ops.empty((n, layer.out_features), x.dtype)
+            ops.linear_act(a, wt, layer.bias.data, 0, 0.0, h)
+            if i == len(self.layers) - 1:
+                return h, _Pass(x, tuple(weights), tuple(sns), tuple(acts), tuple(d1s), tuple(d2s))
+            a, d1, d2 = (ops.empty(h.shape, h.dtype) for _ in range(3))
+            ops.act2(h, self.act_code, x.dtype.type(self.beta), a, d1, d2)
+            acts.append(a)
+            d1s.append(d1)
+            d2s.append(d2)
+
+    def _jvp(self, fp, v, keep=False):
+        """J_g(x) v for v (N, D); with keep, also the intermediates (t_l, s_l) of the chain."""
+        ops = backend_of(v)
+        s, ts, ss = v, [], [v]
+        for i, wt in enumerate(fp.weights):
+            t = ops.empty((v.shape[0], wt.shape[1]), v.dtype)
+            ops.matmul(s, wt, t)
+            if i == len(fp.weights) - 1:
+                return (t, ts, ss) if keep else t
+            s = ops.empty(t.shape, t.dtype)
+            ops.mask_mul(t, fp.d1[i], s)
+            ts.append(t)
+            ss.append(s)
+
+    def _vjp_input(self, fp, u):
+        """J_g(x)^T u (no parameter gradients)."""
+        ops = backend_of(u)
+        r = u
+        for i in range(len(fp.weights) - 1, -1, -1):
+            wt = fp.weights[i]
+            dr = ops.empty((u.shape[0], wt.shape[0]), u.dtype)
+            ops.matmul_nt(r, wt, dr)
+            if i > 0:
+                ops.mask_mul(dr, fp.d1[i - 1], dr)
+            r = dr
+        return r
+
+    def _jvp_backward(self, fp, u, v, dh, dw):
+        """Accumulate d/d(W~, h) of sum_n u_n^T J(x_n) v_n into dw[l] and dh[l] (the phi'' path)."""
+        ops = backend_of(u)
+        _, ts, ss = self._jvp(fp, v, keep=True)
+        last = len(fp.weights) - 1
+        ops.matmul_tn_acc(ss[last], u, dw[last])
+        ds = ops.empty((u.shape[0], fp.weights[last].shape[0]), u.dtype)
+        ops.matmul_nt(u, fp.weights[last], ds)
+        for i in range(last - 1, -1, -1):
+            dt = ops.empty(ds.shape, ds.dtype)
+            ops.mask_mul(ds, fp.d1[i], dt)
+            tmp = ops.empty(ds.shape, ds.dtype)
+            ops.mask_mul(ds, ts[i], tmp)
+            ops.mask_mul_acc(tmp, fp.d2[i], dh[i])
+            ops.matmul_tn_acc(ss[i], dt, dw[i])
+            if i > 0:
+                ds = ops.empty((u.shape[0], fp.weights[i].shape[0]), u.dtype)
+                ops.matmul_nt(dt, fp.weights[i], ds)
+
+    def _g_backward(self, fp, dout, dh_extra, dw):
+        """Backward through g's forward pass with extra pre-activation gradients; returns dx."""
+        ops = backend_of(dout)
+        last = len(fp.weights) - 1
+        ins = (fp.x, *fp.acts)
+        dh = dout
+        for i in range(last, -1, -1):
+            layer = self.layers[i]
+            if i < last:
+                g = ops.empty(dh.shape, dh.dtype)
+                ops.mask_mul(dh, fp.d1[i], g)
+                ops.iadd(g, dh_extra[i])
+                dh = g
+            ops.matmul_tn_acc(ins[i], dh, dw[i])
+            ops.colsum_acc(dh, layer.bias.grad)
+            da = ops.empty((dh.shape[0], fp.weights[i].shape[0]), dh.dtype)
+            ops.matmul_nt(dh, fp.weights[i], da)
+            dh = da
+        return dh
+
+    # -- log-det estimators ------------------------------------------------------------------
+    def _probes(self, n, dtype):
+        fixed = self.frozen_probes
+        if isinstance(fixed, np.ndarray):  # explicit probe vectors (m, D), the same for every sample
+            v = np.broadcast_to(fixed[:, None, :], (fixed.shape[0], n, self.dim))
+            return np.ascontiguousarray(v, dtype=dtype), int(np.random.default_rng(0).geometric(self.roulette_p)) - 1
+        rng = np.random.default_rng(fixed) if fixed is not None else self._probe_rng
+        shape = (self.n_probes, n, self.dim)
+        v = rng.standard_normal(shape) if self.probe == "gaussian" else rng.choice([-1.0, 1.0], size=shape)
+        extra = int(rng.geometric(self.roulette_p)) - 1  # roulette: number of terms beyond n_terms
+        return v.astype(dtype), extra
+
+    def _weights(self, mode, extra):
+        """Coefficients c_k of v^T J^k v, k = 1..n: (-1)^{k+1}/k, roulette-reweighted."""
+        n = self.n_terms + (extra if mode == "roulette" else 0)
+        k = np.arange(1, n + 1)
+        c = (-1.0) ** (k + 1) / k
+        if mode == "roulette":
+            beyond = np.maximum(k - self.n_terms, 0)
+            c = c / (1.0 - self.roulette_p) ** beyond  # 1 / P(N >= k) for the geometric extra terms
+        return c
+
+    def _logdet(self, fp, mode, need_grad):
+        ops = backend_of(fp.x)
+        n = fp.x.shape[0]
+        dtype = fp.x.dtype
+        if mode == "exact":
+            jac = np.empty((n, self.dim, self.dim))
+            for j in range(self.dim):
+                e = np.zeros((n, self.dim), dtype=dtype)
+                e[:, j] = 1
+                jac[:, :, j] = np.asarray(ops.to_host(self._jvp(fp, ops.asarray(e))))
+            a = jac + np.eye(self.dim)
+            sign, ld = np.linalg.slogdet(a)
+            if np.any(sign <= 0):
+                raise InverseNotAvailable("I + J_g has a non-positive determinant: the block is not invertible here")
+            aux = np.linalg.inv(a).transpose(0, 2, 1) if need_grad else None
+            return ops.asarray(ld.astype(dtype)), aux
+        probes, extra = self._probes(n, dtype)
+        c = self._weights(mode, extra)
+        ld = ops.zeros((n,), dtype)
+        for v in probes:
+            w = ops.asarray(v)
+            vd = w
+            for ck in c:
+                w = self._jvp(fp, w)
+                ops.rowdot_acc(vd, w, float(ck) / len(probes), ld)
+        return ld, (probes, extra)
+
+    def _logdet_backward(self, fp, mode, aux, dlogabsdet, dh, dw):
+        """Accumulate the log-det's share of the gradient into dh, dw (per-sample weights dlogabsdet)."""
+        ops = backend_of(dlogabsdet)
+        n = fp.x.shape[0]
+        dtype = fp.x.dtype
+
+        def scaled(u):
+            out = ops.empty(u.shape, dtype)
+            ops.scale_rows(u, dlogabsdet, out)
+            return out
+
+        if mode == "exact":
+            # d logdet = tr(A^-1 dJ) = sum_j <A^-T e_j, dJ e_j>
+            for j in range(self.dim):
+                e = np.zeros((n, self.dim), dtype=dtype)
+                e[:, j] = 1
+                u = ops.asarray(np.ascontiguousarray(aux[:, :, j], dtype=dtype))
+                self._jvp_backward(fp, scaled(u), ops.asarray(e), dh, dw)
+            return
+        probes, extra = aux
+        c = self._weights(mode, extra)
+        for v in probes:
+            vd = ops.asarray(v)
+            if mode == "roulette":
+                # Neumann gradient: u = sum_{k>=0} (-1)^k / P(N >= k+1) (J^T)^k v, then the VJP of u^T J v
+                u = ops.zeros((n, self.dim), dtype)
+                r = vd
+                for k in range(len(c)):
+                    ops.axpy(float(abs(c[k]) * (k + 1)) * (-1.0) ** k, r, u)
+                    if k + 1 < len(c):
+                        r = self._vjp_input(fp, r)
+                ops.scale_inplace(ops.reshape(u, (u.size,)), 1.0 / len(probes))
+                self._jvp_backward(fp, scaled(u), vd, dh, dw)
+                continue
+            # exact gradient of the truncated series: sum_j VJP(U_j^T J w_j), w_j = J^j v,
+            # U_j = sum_{k > j} c_k (J^T)^{k-1-j} v
+            nt = len(c)
+            ws, rs = [vd], [vd]
+            for _ in range(nt - 1):
+                ws.append(self._jvp(fp, ws[-1]))
+                rs.append(self._vjp_input(fp, rs[-1]))
+            for j in range(nt):
+                u = ops.zeros((n, self.dim), dtype)
+                for k in range(j + 1, nt + 1):
+                    ops.axpy(float(c[k - 1]) / len(probes), rs[k - 1 - j], u)
+                self._jvp_backward(fp, scaled(u), ws[j], dh, dw)
+
+    # -- the contract --------------------------------------------------------------------------
+    def _mode(self):
+        return self.logdet if self.training else self.eval_logdet
+
+    def _check(self, x, name):
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ShapeError(f"{name} expected input of shape (N, {self.dim}), got {tuple(x.shape)}")
+
+    def forward(self, x, context=None, need_grad=True):
+        self._check(x, "ResidualBlock")
+        ops = backend_of(x)
+        g, fp = self._g(x, update=self.training and need_grad)
+        y = ops.copy(x)
+        ops.iadd(y, g)
+        mode = self._mode()
+        ld, aux = self._logdet(fp, mode, need_grad)
+        return y, ld, (ResidualCache(False, fp, mode, aux) if need_grad else None)
+
+    def inverse(self, z, context=None, need_grad=True):
+        """x = F^{-1}(z) by x_{k+1} = z - g(x_k) from x_0 = z; log|det| = -log det(I + J_g(x))."""
+        self._check(z, "ResidualBlock.inverse")
+        ops = backend_of(z)
+        x = ops.copy(z)
+        it = 0
+        for it in range(1, self.max_iter + 1):  # noqa: B007 (it is reported after the loop)
+            g, _ = self._g(x, update=False)
+            nxt = ops.copy(z)
+            ops.axpy(-1.0, g, nxt)
+            diff = ops.copy(nxt)
+            ops.axpy(-1.0, x, diff)
+            step = float(np.max(np.abs(np.asarray(ops.to_host(diff))))) if x.size else 0.0
+            x = nxt
+            if step <= self.tol:
+                break
+        else:
+            msg = (f"ResidualBlock.inverse: the fixed-point iteration did not reach tol={self.tol:g} in "
+                   f"{self.max_iter} iterations (last step {step:.3g})")
+            if self.on_nonconvergence == "raise":
+                raise InverseNotAvailable(msg + "; raise max_iter or tol, or lower coeff")
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        self.last_iterations = it
+        _, fp = self._g(x, update=False)
+        ld, _ = self._logdet(fp, self._mode(), False)
+        ops.scale_inplace(ld, -1.0)
+        return x, ld, (ResidualCache(True, None, self._mode(), it) if need_grad else None)
+
+    def backward(self, dout, dlogabsdet, cache):
+        """dx = dy + J_g^T dy + the log-det's share (through phi'' and the weights); inverse: refused."""
+        self._require_cache(cache, "ResidualBlock")
+        if cache.inverse:
+            raise GradientNotAvailable("the residual block's inverse is a fixed-point iteration and has no gradient "
+                                       "here; train residual flows by maximum likelihood (the forward direction)")
+        ops = backend_of(dout)
+        fp = cache.fwd
+        dw = [ops.zeros(w.shape, w.dtype) for w in fp.weights]
+        dh = [ops.zeros(a.shape, a.dtype) for a in fp.acts]
+        self._logdet_backward(fp, cache.mode, cache.aux, dlogabsdet, dh, dw)
+        dx = self._g_backward(fp, dout, dh, dw)
+        ops.iadd(dx, dout)
+        for layer, g, sn in zip(self.layers, dw, fp.sn):
+            layer.weight_backward(g, sn)
+        return dx
+
+    def lipschitz_bound(self):
+        """prod_l sigma(W~_l): an upper bound on Lip(g) (up to the power iteration's accuracy)."""
+        out = 1.0
+        for layer in self.layers:
+            out *= min(layer.sigma(), layer.coeff)
+        return out
+
+    def config(self):
+        return {"type": "ResidualBlock", "dim": self.dim, "logdet": self.logdet}

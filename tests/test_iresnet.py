@@ -1,0 +1,159 @@
+"""Invertible residual blocks: spectral normalisation, Lipschitz bound, fixed-point inverse,
+the three log-det estimators and their gradients."""
+
+import numpy as np
+import pytest
+
+import nfcore
+from nfcore import gradcheck as gc
+from nfcore.errors import ConfigError, GradientNotAvailable, InverseNotAvailable
+from nfcore.nn import SpectralLinear
+from nfcore.transforms import ResidualBlock
+
+RNG = np.random.default_rng(0)
+
+
+def _block(mode="exact", activation="lipswish", seed=0, **kw):
+    b = ResidualBlock(3, hidden=[5, 4], activation=activation, logdet=mode, eval_logdet=mode, rng=seed, **kw)
+    gc.randomize_parameters(b, 0.3, seed + 1)
+    for layer in b.layers:
+        layer.power_iteration(100)
+    b.frozen_probes = 7  # the same probes (and roulette draw) every call
+    return b.eval()  # no power-iteration step inside the finite differences
+
+
+@pytest.mark.parametrize("coeff", [0.5, 0.9])
+def test_spectral_linear_gradient_through_the_normalisation(coeff):
+    layer = SpectralLinear(4, 3, coeff=coeff, rng=1)
+    layer.weight.data[...] *= 3.0  # well above the bound: the normalisation is active
+    layer.power_iteration(100)
+    p0, q0 = layer.p.data.copy(), layer.q.data.copy()
+
+    def loss():
+        layer.p.data, layer.q.data = p0, q0  # sigma = p^T W q with the singular vectors held fixed
+        wt, _ = layer.normalized(update=False)
+        return float(np.sum(wt * g))
+
+    g = RNG.normal(size=(4, 3))
+    wt, cache = layer.normalized(update=False)
+    assert cache.scale < 1 and np.isclose(np.linalg.norm(wt, 2), coeff, rtol=1e-6)
+    layer.weight.grad[...] = 0
+    layer.weight_backward(g, cache)
+    num = gc.numerical_gradient(loss, layer.weight.data)
+    assert np.max(np.abs(num - layer.weight.grad)) < 1e-7
+
+
+def test_lipschitz_below_the_bound():
+    b = ResidualBlock(4, hidden=[32, 32], coeff=0.9, rng=3)
+    gc.randomize_parameters(b, 1.0, 4)  # far beyond the bound before normalisation
+    for layer in b.layers:
+        layer.power_iteration(200)
+    b.eval()
+    x, y = RNG.normal(size=(2000, 4)), RNG.normal(size=(2000, 4))
+    gx, _ = b._g(x, update=False)
+    gy, _ = b._g(y, update=False)
+    ratio = np.linalg.norm(gx - gy, axis=1) / np.linalg.norm(x - y, axis=1)
+    norms = [np.linalg.norm(layer.normalized(False)[0], 2) for layer in b.layers]
+    assert max(norms) <= 0.9 * (1 + 1e-9)
+    assert ratio.max() < np.prod(norms) <= 0.9**3 + 1e-9
+
+
+@pytest.mark.parametrize("activation", ["lipswish", "elu"])
+@pytest.mark.parametrize("mode", ["exact", "series"])
+def test_block_gradients(mode, activation):
+    b = _block(mode, activation, n_terms=4, n_probes=2)
+    x = RNG.normal(size=(4, 3))
+    result = gc.check_transform(b, x)
+    result.assert_ok(1e-6)
+    for name, _ in b.named_parameters():
+        assert result.norms[name] > 0, name
+
+
+def test_exact_logdet_and_inverse():
+    b = _block("exact")
+    x = RNG.normal(size=(6, 3))
+    assert gc.check_logdet(b, x) < 1e-10
+    err_x, err_ld = gc.check_inverse(b, x)
+    assert err_x < 1e-8 and err_ld < 1e-8
+    assert 1 <= b.last_iterations < b.max_iter
+    _, _, cache = b.inverse(x)
+    with pytest.raises(GradientNotAvailable):
+        b.backward(x, x[:, 0], cache)
+
+
+def test_inverse_that_does_not_converge_is_an_error():
+    b = _block("exact")
+    b.max_iter = 2
+    with pytest.raises(InverseNotAvailable, match="did not reach"):
+        b.inverse(RNG.normal(size=(3, 3)))
+    b.on_nonconvergence = "warn"
+    with pytest.warns(RuntimeWarning):
+        b.inverse(RNG.normal(size=(3, 3)))
+
+
+def _strong_block(mode, **kw):
+    b = ResidualBlock(3, hidden=[8, 8], logdet=mode, eval_logdet=mode, coeff=0.97, rng=5, **kw)
+    gc.randomize_parameters(b, 2.0, 6)  # large weights: every layer sits at the bound, J is large
+    for layer in b.layers:
+        layer.power_iteration(200)
+    return b.eval()
+
+
+def test_series_bias_falls_with_the_number_of_terms():
+    """With probes sqrt(D) e_j the Hutchinson average is the exact trace: the error left is the bias."""
+    x = RNG.normal(size=(64, 3))
+    exact = np.asarray(_strong_block("exact").forward(x)[1])
+    errors = []
+    for n in (1, 2, 4, 8, 16):
+        b = _strong_block("series", n_terms=n)
+        b.frozen_probes = np.sqrt(3) * np.eye(3)
+        errors.append(np.max(np.abs(np.asarray(b.forward(x)[1]) - exact)))
+    assert all(b < a for a, b in zip(errors, errors[1:])), errors
+    assert errors[-1] < 0.05 * errors[0], errors
+
+
+def test_roulette_is_unbiased_and_its_gradient_matches_the_exact_one():
+    x = RNG.normal(size=(8, 3))
+    ref = _block("exact")
+    _, ld, cache = ref.forward(x)
+    ref.zero_grad()
+    ref.backward(np.zeros_like(x), np.ones(8), cache)
+    want_ld = float(np.sum(ld))
+    want = np.concatenate([p.grad.ravel() for p in ref.parameters()])
+    b = _block("roulette", n_terms=2, n_probes=1)
+    b.frozen_probes = None
+    lds, grads = [], []
+    for _ in range(600):
+        _, ld, cache = b.forward(x)
+        b.zero_grad()
+        b.backward(np.zeros_like(x), np.ones(8), cache)
+        lds.append(float(np.sum(ld)))
+        grads.append(np.concatenate([p.grad.ravel() for p in b.parameters()]))
+    lds, grads = np.array(lds), np.array(grads)
+    se = lds.std() / np.sqrt(len(lds))
+    assert abs(lds.mean() - want_ld) < 4 * se + 1e-9
+    gse = grads.std(0) / np.sqrt(len(grads))
+    z = np.abs(grads.mean(0) - want) / (gse + 1e-12)
+    assert np.mean(z < 4) > 0.97, np.sort(z)[-5:]
+
+
+def test_relu_and_bad_settings_are_refused():
+    with pytest.raises(ConfigError, match="second derivative"):
+        ResidualBlock(2, activation="relu")
+    with pytest.raises(ConfigError):
+        ResidualBlock(2, coeff=1.2)
+    with pytest.raises(ConfigError):
+        ResidualBlock(2, logdet="taylor")
+
+
+@pytest.mark.parametrize("flow", ["iresnet", "resflow"])
+def test_residual_flows_train_and_sample(flow):
+    from nfcore.data import sample_toy
+
+    x = sample_toy("8gaussians", 512, seed=0).astype(np.float64) / 3
+    f = nfcore.build({"flow": flow, "dim": 2, "layers": 2, "hidden": [16, 16]})
+    nfcore.fit(f, x, epochs=2, batch_size=128, lr=2e-3, log=None)
+    assert not f.training  # evaluation: the exact log-det at D = 2
+    lp = np.asarray(f.log_prob(x[:5]))
+    s, lps = f.sample_and_log_prob(4, seed=0)
+    assert np.all(np.isfinite(lp)) and np.allclose(np.asarray(f.log_prob(s)), lps, atol=1e-6)
