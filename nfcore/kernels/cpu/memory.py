@@ -9,7 +9,10 @@ avoids this with its own caching allocator; so do we.
 How: arrays of at least ``MIN_BYTES`` are kept in per-(shape, dtype) lists. An array is
 free again when the list holds the only reference to it (``sys.getrefcount``): a caller,
 a cache tuple or a view (views reference their base) all keep it busy, so no array is
-ever handed out twice. At most ``MAX_PER_KEY`` arrays are kept per key; beyond that,
+ever handed out twice. The search starts after the array handed out last (round robin):
+arrays freed in allocation order are then found at once instead of after a scan of every
+busy one (measured: a residual-flow step made 13,000 refcount tests per step from the
+front, 18% of its time). At most ``MAX_PER_KEY`` arrays are kept per key; beyond that,
 plain ``np.empty``. ``release()`` drops the cache.
 """
 
@@ -38,15 +41,22 @@ def pooled_empty(shape, dtype):
     if not _ENABLED or math.prod(shape) * dtype.itemsize < MIN_BYTES:
         return np.empty(shape, dtype)
     key = (tuple(shape), dtype)
-    arrays = _pool.get(key)
-    if arrays is None:
-        arrays = _pool[key] = []
-    for a in arrays:
-        # references: the list, the loop variable and getrefcount's argument
+    entry = _pool.get(key)
+    if entry is None:
+        entry = _pool[key] = [[], 0]  # the arrays, where the next search starts
+    arrays, start = entry
+    m = len(arrays)
+    for k in range(m):
+        i = start + k
+        if i >= m:
+            i -= m
+        a = arrays[i]
+        # references: the list, the local name and getrefcount's argument
         if sys.getrefcount(a) == 3:
+            entry[1] = i + 1 if i + 1 < m else 0
             return a
     a = np.empty(shape, dtype)
-    if len(arrays) < MAX_PER_KEY:
+    if m < MAX_PER_KEY:
         arrays.append(a)
     return a
 
@@ -58,4 +68,4 @@ def release():
 
 def cached_bytes():
     """Bytes held by the cache (busy and free arrays together)."""
-    return sum(a.nbytes for arrays in _pool.values() for a in arrays)
+    return sum(a.nbytes for arrays, _ in _pool.values() for a in arrays)

@@ -37,11 +37,7 @@ def act2(h, code, beta, a, d1, d2):
                     d2[i, j] = e
             else:
                 bx = beta * x
-                if bx >= 0:
-                    s = 1.0 / (1.0 + math.exp(-bx))
-                else:
-                    e = math.exp(bx)
-                    s = e / (1.0 + e)
+                s = 1.0 / (1.0 + math.exp(-bx))  # exp overflows to inf for bx << 0: s = 0, no NaN
                 q = s * (1.0 - s)
                 a[i, j] = x * s / 1.1
                 d1[i, j] = (s + bx * q) / 1.1

@@ -30,7 +30,7 @@ def _act2_kernel(h, code, beta, a, d1, d2):
                 d2[i, j] = e
         else:
             bx = beta * x
-            if bx >= 0:
+            if bx >= 0:  # the stable branch pair (the simulator's Python exp raises on overflow)
                 s = 1.0 / (1.0 + math.exp(-bx))
             else:
                 e = math.exp(bx)
