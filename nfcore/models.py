@@ -24,7 +24,7 @@ Config keys (defaults in ``DEFAULTS``):
                 (None: ``series`` for iresnet, ``roulette`` for resflow); evaluation uses
                 ``exact`` when dim <= 16
     n_terms     residual flows: series terms (iresnet), always-computed terms (resflow)
-    residual    residual hidden blocks in the conditioner
+    residual    residual hidden blocks in the conditioner (MLP; MAF/IAF: residual MADE blocks)
     mask        ``alternating`` | ``half`` | ``random`` (parity flips every layer)
     order       MAF/IAF variable order: ``alternate`` (natural, reversed, natural, ...),
                 ``natural``, ``reversed`` or ``random`` (fixed per layer)
@@ -154,7 +154,7 @@ def _autoregressive_chain(cfg, cls, dtype):
         layers.append(
             cls(cfg["dim"], hidden=cfg["hidden"], order=order, hidden_degrees=cfg["hidden_degrees"],
                 activation=cfg["activation"], context_dim=cfg["context_dim"], scale_bound=cfg["scale_bound"],
-                rng=rng, dtype=dtype)
+                residual=cfg["residual"], rng=rng, dtype=dtype)
         )
         if cfg["batch_norm"] and k < cfg["layers"] - 1:
             layers.append(BatchNorm(cfg["dim"], dtype=dtype))

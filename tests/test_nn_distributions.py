@@ -105,13 +105,17 @@ def _order_positions(made):
     return pos
 
 
-@pytest.mark.parametrize("order, degrees", [("natural", "sequential"), ("reversed", "random"), ("random", "random")])
-def test_made_is_autoregressive(order, degrees):
-    """Output p*D + d depends only on variables strictly before d in the order (exact Jacobian)."""
+@pytest.mark.parametrize("order, degrees, residual", [("natural", "sequential", False), ("reversed", "random", False),
+                                                      ("random", "random", False), ("random", "random", True),
+                                                      ("natural", "sequential", True)])
+def test_made_is_autoregressive(order, degrees, residual):
+    """Output p*D + d depends only on variables strictly before d in the order (exact Jacobian),
+    with and without residual MADE blocks."""
     from nfcore.nn import MADE
 
     d = 5
-    made = MADE(d, [12, 12], params_per_dim=2, order=order, hidden_degrees=degrees, rng=4)
+    hidden = [12, 12, 12] if residual else [12, 12]
+    made = MADE(d, hidden, params_per_dim=2, order=order, hidden_degrees=degrees, residual=residual, rng=4)
     gc.randomize_parameters(made, seed=5)
     x = np.random.default_rng(6).normal(size=(3, d))
     _, cache = made.forward(x)

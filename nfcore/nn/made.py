@@ -149,6 +149,9 @@ class MADE(Module):
         hidden_degrees: ``sequential`` or ``random``.
         activation, alpha: hidden activation.
         context_dim: C, inputs of degree 0 that every hidden unit sees.
+        residual: residual MADE blocks: every hidden layer after the first is
+            ``h <- h + phi(h (W * M) + b)``; the hidden layers then share one degree vector (equal
+            widths), so the skip connection keeps the autoregressive property.
         zero_last: zero-initialise the output layer.
         rng: Generator or seed (weights, random orders and degrees).
 
@@ -161,15 +164,21 @@ class MADE(Module):
     """
 
     def __init__(self, dim, hidden=(64, 64), params_per_dim=2, order="natural", hidden_degrees="sequential",
-                 activation="relu", alpha=None, context_dim=0, zero_last=True, rng=None, dtype=np.float64):
+                 activation="relu", alpha=None, context_dim=0, residual=False, zero_last=True, rng=None,
+                 dtype=np.float64):
         rng = np.random.default_rng(rng)
         hidden = [int(h) for h in hidden]
         if not hidden:
             raise ConfigError("MADE needs at least one hidden layer")
+        if residual and (len(hidden) < 2 or len(set(hidden)) > 1):
+            raise ConfigError(f"residual MADE blocks need >= 2 hidden layers of equal width, got {hidden}")
+        self.residual = bool(residual)
         self.dim = int(dim)
         self.context_dim = int(context_dim)
         self.params_per_dim = int(params_per_dim)
         d_in, d_hidden = made_degrees(self.dim, hidden, order, hidden_degrees, rng)
+        if self.residual:
+            d_hidden = [d_hidden[0]] * len(hidden)  # one degree per hidden unit across the blocks
         self.input_degrees = Buffer(d_in)
         deg_prev = np.concatenate([d_in, np.zeros(self.context_dim, dtype=np.int64)])
         self.layers = []
@@ -227,16 +236,27 @@ class MADE(Module):
         """(N, D) [+ (N, C)] -> ((N, P * D), cache)."""
         h = self._input(x, context)
         caches = []
-        for layer in self.layers:
-            h, c = layer.forward(h, need_grad)
+        for i, layer in enumerate(self.layers):
+            a, c = layer.forward(h, need_grad)
+            if self._is_residual(i):
+                ops = backend_of(a)
+                a = ops.copy(a)  # the layer's cache keeps phi(.) intact for its backward
+                ops.add_inplace(a, h)
+            h = a
             caches.append(c)
         return h, (MADECache(tuple(caches)) if need_grad else None)
+
+    def _is_residual(self, i):
+        return getattr(self, "residual", False) and 0 < i < len(self.layers) - 1
 
     def backward(self, dy, cache):
         """d input (N, D): the VJPs of the masked layers in reverse (the context gets none)."""
         dh = dy
         for i in range(len(self.layers) - 1, -1, -1):
-            dh = self.layers[i].backward(dh, cache.layers[i])
+            dx = self.layers[i].backward(dh, cache.layers[i])
+            if self._is_residual(i):
+                backend_of(dx).add_inplace(dx, dh)  # the skip connection
+            dh = dx
         if not self.context_dim:
             return dh
         ops = backend_of(dh)

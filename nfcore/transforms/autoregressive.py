@@ -102,7 +102,7 @@ class _NoGradient(NamedTuple):
 
 class _Autoregressive(Transform):
     def __init__(self, dim, hidden=(64, 64), order="natural", hidden_degrees="sequential", activation="relu",
-                 context_dim=0, scale_bound=3.0, sequential="fast", rng=None, dtype=np.float64):
+                 context_dim=0, scale_bound=3.0, sequential="fast", residual=False, rng=None, dtype=np.float64):
         if not scale_bound > 0:
             raise ConfigError(f"scale_bound must be > 0, got {scale_bound}")
         if sequential not in ("fast", "naive"):
@@ -112,7 +112,8 @@ class _Autoregressive(Transform):
         self.context_dim = int(context_dim)
         self.scale_bound = float(scale_bound)
         self.made = MADE(dim, hidden, params_per_dim=2, order=order, hidden_degrees=hidden_degrees,
-                         activation=activation, context_dim=context_dim, zero_last=True, rng=rng, dtype=dtype)
+                         activation=activation, context_dim=context_dim, residual=residual, zero_last=True, rng=rng,
+                         dtype=dtype)
         self._after_load()
 
     def _after_load(self):
@@ -145,7 +146,8 @@ class _Autoregressive(Transform):
         self._check(y)
         if self.context_dim:
             self.made._input(y, context)  # validates the context
-        if self.sequential == "naive":
+        if self.sequential == "naive" or self.made.residual:
+            # the fast pass's unit-by-degree schedule covers plain MADEs; residual blocks take D passes
             out, logdet = self._sequential_naive(y, context, expand)
         else:
             out, logdet = self._sequential_fast(y, context, expand)
