@@ -2,7 +2,15 @@
 
 from .digits import DIGITS_LEVELS, DIGITS_SPLIT, digits_split, load_digit_images, load_digits
 from .loaders import DATASETS, IMAGE_DATASETS, load_array, load_data, load_images, standardization
-from .toy import BANANA_LOG_Z, ENTROPY, TOY_DENSITIES, banana_log_density, sample_toy
+from .toy import (
+    BANANA_LOG_Z,
+    ENTROPY,
+    FUNNEL_LOG_Z,
+    TOY_DENSITIES,
+    banana_log_density,
+    funnel_log_density,
+    sample_toy,
+)
 
 __all__ = [
     "DIGITS_LEVELS",
@@ -20,5 +28,7 @@ __all__ = [
     "ENTROPY",
     "TOY_DENSITIES",
     "banana_log_density",
+    "FUNNEL_LOG_Z",
+    "funnel_log_density",
     "sample_toy",
 ]

@@ -10,7 +10,8 @@ import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["TOY_DENSITIES", "ENTROPY", "sample_toy", "banana_log_density", "BANANA_LOG_Z"]
+__all__ = ["TOY_DENSITIES", "ENTROPY", "sample_toy", "banana_log_density", "BANANA_LOG_Z", "funnel_log_density",
+           "FUNNEL_LOG_Z", "FUNNEL_SIGMA"]
 
 
 def _moons(rng, n):
@@ -94,6 +95,29 @@ def sample_toy(name, n, seed=None):
 
 #: log normaliser of banana_log_density
 BANANA_LOG_Z = math.log(4 * math.pi)
+
+
+#: the funnel's scale of x1 and its exact normaliser: log Z = log(2 pi * FUNNEL_SIGMA)
+FUNNEL_SIGMA = 1.5
+FUNNEL_LOG_Z = float(np.log(2.0 * np.pi * FUNNEL_SIGMA))
+
+
+def funnel_log_density(x):
+    """A 2-D funnel (Neal's, milder): x1 ~ N(0, 1.5^2), x2 | x1 ~ N(0, e^{x1}); unnormalised.
+
+    log p~(x) = -x1^2 / (2 * 1.5^2) - x2^2 e^{-x1} / 2 - x1 / 2, so log Z = log(2 pi 1.5)
+    (``FUNNEL_LOG_Z``). Its neck (x1 << 0) is narrow and its mouth wide: hard for a flow fitted
+    by reverse KL, which under-covers the mouth.
+
+    Returns:
+        (log p~ (N,), d log p~ / dx (N, 2)).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    x1, x2 = x[:, 0], x[:, 1]
+    e = np.exp(-x1)
+    logp = -0.5 * x1 * x1 / FUNNEL_SIGMA**2 - 0.5 * x2 * x2 * e - 0.5 * x1
+    g = np.stack([-x1 / FUNNEL_SIGMA**2 + 0.5 * x2 * x2 * e - 0.5, -x2 * e], axis=1)
+    return logp, g
 
 
 def banana_log_density(x):
