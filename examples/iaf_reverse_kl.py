@@ -24,7 +24,7 @@ def fit_and_assess(name, quick=False, seed=0):
     flow = nfcore.build({"flow": "iaf", "dim": 2, "layers": 5, "hidden": [64, 64], "base": "diag", "seed": seed})
     nfcore.fit_reverse_kl(flow, log_target, steps=50 if quick else 4000, batch_size=256, lr=1e-3, clip_norm=10.0,
                           seed=seed, log=None)
-    x, log_q = flow.sample_and_log_prob(20_000, seed=seed + 1)
+    x, log_q = flow.sample_and_log_prob(2_000 if quick else 20_000, seed=seed + 1)
     x, log_q = np.asarray(x), np.asarray(log_q, dtype=np.float64)
     log_p = log_target(x)[0]
     kl = float(np.mean(log_q - log_p) + log_z)
