@@ -52,7 +52,7 @@ class ResidualCache(NamedTuple):
     inverse: bool
     fwd: _Pass
     mode: str
-    aux: object  # exact: A^{-T} (N, D, D) host; series/roulette: (probes (m, N, D), roulette draw)
+    aux: object  # exact: A^{-T} (N, D, D) host; series/roulette: the (u, v) pairs of the gradient
 
 
 class ResidualBlock(Transform):
@@ -241,14 +241,41 @@ class ResidualBlock(Transform):
             return ops.asarray(ld.astype(dtype)), aux
         probes, extra = self._probes(n, dtype)
         c = self._weights(mode, extra)
+        m = len(probes)
         ld = ops.zeros((n,), dtype)
+        pairs = []  # (u, v): the log-det's gradient is the VJP of sum_n u_n^T J v_n over these pairs
         for v in probes:
-            w = ops.asarray(v)
-            vd = w
+            vd = ops.asarray(v)
+            if mode == "roulette":
+                # v^T J^k v = <v, (J^T)^k v>: one chain of VJPs r_k = (J^T)^k v gives the estimate and
+                # the Neumann gradient's u = sum_{k>=0} (-1)^k / P(N >= k+1) r_k, kept for backward
+                u = ops.zeros((n, self.dim), dtype) if need_grad else None
+                r = vd
+                for k in range(len(c)):
+                    if need_grad:
+                        ops.axpy(float(abs(c[k]) * (k + 1)) * (-1.0) ** k / m, r, u)
+                    r = self._vjp_input(fp, r)
+                    ops.rowdot_acc(vd, r, float(c[k]) / m, ld)
+                if need_grad:
+                    pairs.append((u, vd))
+                continue
+            # series: w_k = J^k v give the estimate; its exact gradient is sum_j VJP(U_j^T J w_j)
+            # with U_j = sum_{k > j} c_k (J^T)^{k-1-j} v
+            ws = [vd]
             for ck in c:
-                w = self._jvp(fp, w)
-                ops.rowdot_acc(vd, w, float(ck) / len(probes), ld)
-        return ld, (probes, extra)
+                ws.append(self._jvp(fp, ws[-1]))
+                ops.rowdot_acc(vd, ws[-1], float(ck) / m, ld)
+            if need_grad:
+                nt = len(c)
+                rs = [vd]
+                for _ in range(nt - 1):
+                    rs.append(self._vjp_input(fp, rs[-1]))
+                for j in range(nt):
+                    u = ops.zeros((n, self.dim), dtype)
+                    for k in range(j + 1, nt + 1):
+                        ops.axpy(float(c[k - 1]) / m, rs[k - 1 - j], u)
+                    pairs.append((u, ws[j]))
+        return ld, pairs
 
     def _logdet_backward(self, fp, mode, aux, dlogabsdet, dh, dw):
         """Accumulate the log-det's share of the gradient into dh, dw (per-sample weights dlogabsdet)."""
@@ -269,33 +296,8 @@ class ResidualBlock(Transform):
                 u = ops.asarray(np.ascontiguousarray(aux[:, :, j], dtype=dtype))
                 self._jvp_backward(fp, scaled(u), ops.asarray(e), dh, dw)
             return
-        probes, extra = aux
-        c = self._weights(mode, extra)
-        for v in probes:
-            vd = ops.asarray(v)
-            if mode == "roulette":
-                # Neumann gradient: u = sum_{k>=0} (-1)^k / P(N >= k+1) (J^T)^k v, then the VJP of u^T J v
-                u = ops.zeros((n, self.dim), dtype)
-                r = vd
-                for k in range(len(c)):
-                    ops.axpy(float(abs(c[k]) * (k + 1)) * (-1.0) ** k, r, u)
-                    if k + 1 < len(c):
-                        r = self._vjp_input(fp, r)
-                ops.scale_inplace(ops.reshape(u, (u.size,)), 1.0 / len(probes))
-                self._jvp_backward(fp, scaled(u), vd, dh, dw)
-                continue
-            # exact gradient of the truncated series: sum_j VJP(U_j^T J w_j), w_j = J^j v,
-            # U_j = sum_{k > j} c_k (J^T)^{k-1-j} v
-            nt = len(c)
-            ws, rs = [vd], [vd]
-            for _ in range(nt - 1):
-                ws.append(self._jvp(fp, ws[-1]))
-                rs.append(self._vjp_input(fp, rs[-1]))
-            for j in range(nt):
-                u = ops.zeros((n, self.dim), dtype)
-                for k in range(j + 1, nt + 1):
-                    ops.axpy(float(c[k - 1]) / len(probes), rs[k - 1 - j], u)
-                self._jvp_backward(fp, scaled(u), ws[j], dh, dw)
+        for u, v in aux:
+            self._jvp_backward(fp, scaled(u), v, dh, dw)
 
     # -- the contract --------------------------------------------------------------------------
     def _mode(self):
