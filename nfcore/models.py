@@ -9,8 +9,9 @@ Config keys (defaults in ``DEFAULTS``):
     dim         data dimension D (image flows: H W C, filled in from ``shape``)
     shape       image shape [H, W, C] (channels last) for the image flows ``glow`` and the
                 multi-scale ``realnvp``; None for vector flows
-    levels      K, the number of grey levels of image data (17 for the digits, 256 for 8-bit):
-                a ``Dequantize`` layer first, so log-likelihoods are of the discrete data
+    levels      K, the number of levels of discrete data (17 for the digits, 256 for 8-bit
+                images): a ``Dequantize`` layer first (image and vector flows), so
+                log-likelihoods are of the discrete data
     scales      image flows: the number of scales L (each: squeeze, steps, split)
     layers      vector flows: coupling (or autoregressive) layers; image flows: steps per scale
     hidden      list of hidden widths of each conditioner MLP (image flows: of each ConvNet)
@@ -128,7 +129,7 @@ def _base(cfg, dtype):
 
 def _coupling_chain(cfg, layer_cls, extra_kwargs, dtype):
     rng = np.random.default_rng(cfg["seed"])
-    layers = []
+    layers = _dequantize_vector(cfg)
     if cfg["standardize"] is not None:
         layers.append(Standardize(cfg["standardize"]["mean"], cfg["standardize"]["std"], dtype=dtype))
     for k in range(cfg["layers"]):
@@ -142,9 +143,14 @@ def _coupling_chain(cfg, layer_cls, extra_kwargs, dtype):
     return layers
 
 
+def _dequantize_vector(cfg):
+    """Vector flows on K-level data (``levels``): Dequantize first, then the rest sees (v + u) / K."""
+    return [Dequantize(cfg["dim"], cfg["levels"], seed=cfg["seed"])] if cfg["levels"] is not None else []
+
+
 def _autoregressive_chain(cfg, cls, dtype):
     rng = np.random.default_rng(cfg["seed"])
-    layers = []
+    layers = _dequantize_vector(cfg)
     if cfg["standardize"] is not None:
         layers.append(Standardize(cfg["standardize"]["mean"], cfg["standardize"]["std"], dtype=dtype))
     for k in range(cfg["layers"]):
@@ -245,7 +251,7 @@ def nice(cfg, dtype):
 
 def _residual_chain(cfg, dtype):
     rng = np.random.default_rng(cfg["seed"])
-    layers = []
+    layers = _dequantize_vector(cfg)
     if cfg["standardize"] is not None:
         layers.append(Standardize(cfg["standardize"]["mean"], cfg["standardize"]["std"], dtype=dtype))
     for _ in range(cfg["layers"]):
