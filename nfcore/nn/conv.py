@@ -14,8 +14,8 @@ of ``W``, shape ``(k k C_in, C_out)``), is computed one of two ways, both one GE
   ``dx = dT W'^T``.
 
 The side with the narrower k^2 x C matrix is taken, which is what the data movement costs.
-The cache keeps the input and the output, never a column matrix: backward rebuilds it (a
-copy, no FLOPs).
+The input side's cache keeps its im2col rows (k^2 C_in <= k^2 C_out wide: the narrow side)
+for the weight gradient; the output side keeps no column matrix (backward builds im2col(dh)).
 """
 
 from typing import NamedTuple
@@ -34,6 +34,7 @@ __all__ = ["Conv2d", "ConvNet"]
 class ConvCache(NamedTuple):
     x: object  # (N, H, W, C_in) input
     y: object  # (N H W, C_out) output rows, phi(.): phi' is read from it
+    col: object  # the input side's im2col rows (k > 1), kept for the weight gradient; else None
 
 
 class Conv2d(Module):
@@ -98,9 +99,10 @@ class Conv2d(Module):
         n, h, w, _ = x.shape
         if self.output_side:
             return self._forward_output_side(x, need_grad)
-        y, lc = self.linear.forward(self._columns(x), need_grad)
+        col = self._columns(x)
+        y, lc = self.linear.forward(col, need_grad)
         out = backend_of(y).reshape(y, (n, h, w, self.out_channels))
-        return out, (ConvCache(x, lc.y) if need_grad else None)
+        return out, (ConvCache(x, lc.y, col if self.kernel_size > 1 else None) if need_grad else None)
 
     def _forward_output_side(self, x, need_grad):
         n, h, w, c = x.shape
@@ -112,7 +114,7 @@ class Conv2d(Module):
         y = ops.reshape(out, (n * h * w, self.out_channels))
         lin = self.linear
         ops.bias_act(y, lin.bias.data, lin.act_code, lin.alpha)
-        return out, (ConvCache(x, y) if need_grad else None)
+        return out, (ConvCache(x, y, None) if need_grad else None)
 
     def _backward_output_side(self, dy, cache, need_input_grad):
         x = cache.x
@@ -147,7 +149,8 @@ class Conv2d(Module):
         n, h, w, c = x.shape
         ops = backend_of(dy)
         dy2 = ops.reshape(dy, (n * h * w, self.out_channels))
-        dcol = self.linear.backward(dy2, LinearCache(self._columns(x), cache.y), need_input_grad)
+        col = cache.col if cache.col is not None else self._columns(x)
+        dcol = self.linear.backward(dy2, LinearCache(col, cache.y), need_input_grad)
         if not need_input_grad:
             return None
         if self.kernel_size == 1:

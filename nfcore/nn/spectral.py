@@ -34,9 +34,16 @@ class SNCache(NamedTuple):
 
 
 def _unit(ops, a):
+    """Normalise a in place; a zero vector (W = 0, e.g. a zero-initialised layer) becomes the
+    uniform unit vector, so the iteration can pick up the direction once W moves."""
     flat = ops.reshape(a, (a.size,))
     norm = float(np.sqrt(ops.sumsq(flat)))
-    ops.scale_inplace(flat, 1.0 / max(norm, 1e-30))
+    if norm == 0.0 or not np.isfinite(norm):
+        ops.fill(flat, 1.0)
+        norm_one = float(np.sqrt(a.size))
+        ops.scale_inplace(flat, 1.0 / norm_one)
+        return 0.0
+    ops.scale_inplace(flat, 1.0 / norm)
     return norm
 
 
@@ -49,10 +56,12 @@ class SpectralLinear(Module):
         n_power_iterations: power iterations per training call (more on demand:
             ``power_iteration(n)``); 50 are run at construction, and W is then scaled down to
             sigma = c if it starts above (so that training starts with W~ = W).
-        zero_init, rng, dtype: as for ``Linear``.
+        zero_init: start with W = 0 (a residual block's last layer: the block starts as the identity).
+        rng, dtype: as for ``Linear``.
     """
 
-    def __init__(self, in_features, out_features, coeff=0.97, n_power_iterations=1, rng=None, dtype=np.float64):
+    def __init__(self, in_features, out_features, coeff=0.97, n_power_iterations=1, zero_init=False, rng=None,
+                 dtype=np.float64):
         if not 0 < coeff:
             raise ConfigError(f"coeff must be > 0, got {coeff}")
         rng = np.random.default_rng(rng)
@@ -60,7 +69,9 @@ class SpectralLinear(Module):
         self.coeff = float(coeff)
         self.n_power_iterations = int(n_power_iterations)
         bound = 1.0 / np.sqrt(in_features)
-        self.weight = Parameter(rng.uniform(-bound, bound, size=(in_features, out_features)).astype(dtype))
+        shape = (in_features, out_features)
+        w = np.zeros(shape) if zero_init else rng.uniform(-bound, bound, shape)
+        self.weight = Parameter(w.astype(dtype))
         self.bias = Parameter(np.zeros(out_features, dtype=dtype))
         p = rng.standard_normal(in_features)
         q = rng.standard_normal(out_features)

