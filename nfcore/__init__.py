@@ -26,7 +26,7 @@ from .errors import (
 )
 from .kernels.cpu.memory import release as release_memory
 from .models import build
-from .nn import MADE, MLP, Conv2d, ConvNet, Linear, MaskedLinear, SpectralLinear
+from .nn import MADE, MLP, Conv2d, ConvNet, Linear, MaskedLinear, SpectralConv2d, SpectralLinear
 from .priors import AutoregressivePrior
 from .threads import get_num_threads, set_num_threads
 from .train import Adam, bits_per_dim, evaluate_nll, fit, fit_reverse_kl, load, save
@@ -37,6 +37,7 @@ from .transforms import (
     AdditiveCoupling,
     AffineCoupling,
     BatchNorm,
+    ConvResidualBlock,
     Dequantize,
     Flatten,
     ImageAdditiveCoupling,
@@ -120,5 +121,7 @@ __all__ = [
     "Dequantize",
     "Logit",
     "ResidualBlock",
+    "ConvResidualBlock",
     "SpectralLinear",
+    "SpectralConv2d",
 ]

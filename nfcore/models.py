@@ -60,6 +60,7 @@ from .transforms import (
     AdditiveCoupling,
     AffineCoupling,
     BatchNorm,
+    ConvResidualBlock,
     Dequantize,
     Flatten,
     ImageAdditiveCoupling,
@@ -261,14 +262,30 @@ def _residual_chain(cfg, dtype):
     return layers
 
 
+def _residual_steps(cfg, shape, rng, dtype, before_squeeze):
+    if before_squeeze:
+        return []
+    steps = []
+    for _ in range(cfg["layers"]):
+        steps += [ActNorm(shape, dtype=dtype),
+                  ConvResidualBlock(shape, hidden=cfg["hidden"], activation=cfg["activation"], coeff=cfg["coeff"],
+                                    logdet=cfg["logdet"], n_terms=cfg["n_terms"], rng=rng, dtype=dtype)]
+    return steps
+
+
 def iresnet(cfg, dtype):
-    """i-ResNet: K x (actnorm, residual block), log-det by the truncated power series in training."""
+    """i-ResNet: K x (actnorm, residual block), log-det by the truncated power series in training.
+
+    With ``shape``: the multi-scale image version, K x (actnorm, conv residual block) per scale.
+    """
+    if cfg["shape"] is not None:
+        return _multiscale(cfg, dtype, _residual_steps)
     return _residual_chain(cfg, dtype)
 
 
 def resflow(cfg, dtype):
     """Residual flow: like iresnet, with the unbiased Russian-roulette log-det and its Neumann gradient."""
-    return _residual_chain(cfg, dtype)
+    return iresnet(cfg, dtype)
 
 
 FLOWS = {"realnvp": realnvp, "nice": nice, "maf": maf, "iaf": iaf, "glow": glow, "iresnet": iresnet,
@@ -304,8 +321,9 @@ def normalize_config(config):
             raise ConfigError(f"shape must be [H, W, C] with positive sizes, got {cfg['shape']}")
         cfg["shape"] = shape
         cfg["dim"] = shape[0] * shape[1] * shape[2]
-        if cfg["flow"] not in ("glow", "realnvp"):
-            raise ConfigError(f"flow {cfg['flow']!r} takes vectors; image shapes work with glow and realnvp")
+        if cfg["flow"] not in ("glow", "realnvp", "iresnet", "resflow"):
+            raise ConfigError(f"flow {cfg['flow']!r} takes vectors; image shapes work with glow, realnvp, iresnet "
+                              "and resflow")
         if cfg["context_dim"]:
             raise ConfigError("the image flows are unconditional (context_dim must be 0)")
     if cfg["levels"] is not None:

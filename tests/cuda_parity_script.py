@@ -73,10 +73,14 @@ FLOWS = {
     "iresnet": {"flow": "iresnet", "dim": 3, "layers": 2, "hidden": [5], "n_terms": 3, "dtype": "float64"},
     "resflow": {"flow": "resflow", "dim": 3, "layers": 1, "hidden": [4, 4], "activation": "elu",
                 "dtype": "float64"},
+    # the multi-scale image i-ResNet: spectral norms of convolution operators, conv JVP/VJP chains
+    "iresnet_image": {"flow": "iresnet", "shape": [4, 4, 1], "layers": 1, "hidden": [3], "n_terms": 2,
+                      "dtype": "float64"},
 }
 #: parameter noise of the image flows: their deep conv stacks blow up at the default 0.3
 #: (log-scales saturate, and the simulator's pure-Python exp overflows)
-NOISE = {"glow": 0.05, "glow_plain32": 0.05, "realnvp_image": 0.05, "iresnet": 0.05, "resflow": 0.05}
+NOISE = {"glow": 0.05, "glow_plain32": 0.05, "realnvp_image": 0.05, "iresnet": 0.05, "resflow": 0.05,
+         "iresnet_image": 0.05}
 FLOW_PARTS = ["log_prob", "loss_and_grad", "sample", "adam", "reverse_kl"]
 FLOW_CHECKS = [f"flow_{label}.{part}" for label in FLOWS for part in FLOW_PARTS]
 #: every check the script reports on: one per public op name, the name list itself, the flows

@@ -4,7 +4,7 @@ from .activations import ACTIVATIONS, activation_code
 from .conv import Conv2d, ConvNet
 from .linear import MLP, Linear
 from .made import MADE, MaskedLinear, made_degrees
-from .spectral import SpectralLinear
+from .spectral import SpectralConv2d, SpectralLinear
 
 __all__ = [
     "ACTIVATIONS",
@@ -17,4 +17,5 @@ __all__ = [
     "MaskedLinear",
     "made_degrees",
     "SpectralLinear",
+    "SpectralConv2d",
 ]

@@ -22,7 +22,7 @@ from ..core.module import Buffer, Module, Parameter
 from ..errors import ConfigError
 from ..kernels import backend_of
 
-__all__ = ["SpectralLinear"]
+__all__ = ["SpectralLinear", "SpectralConv2d"]
 
 
 class SNCache(NamedTuple):
@@ -132,3 +132,110 @@ class SpectralLinear(Module):
         ops.matmul(ops.reshape(cache.p, (self.in_features, 1)), ops.reshape(cache.q, (1, self.out_features)), outer)
         ops.axpy(cache.scale, dwt, self.weight.grad)
         ops.axpy(-cache.scale / cache.sigma * dot, outer, self.weight.grad)
+
+
+class SpectralConv2d(Module):
+    """y = conv_k(x; W~) + b, W~ = W / max(1, sigma / c), sigma the norm of the whole convolution operator.
+
+    sigma is the largest singular value of the linear map x -> conv_k(x; W) on images of the
+    given size (zero 'same' padding), not of the reshaped kernel: the power iteration runs
+    ``q = conv(p) / |.|``, ``p = conv^T(q) / |.|`` on an image ``p`` (1, H, W, C_in) and
+    ``sigma = <q, conv(p)>``, whose gradient with respect to W is the convolution's weight
+    gradient for input p and output cotangent q. The layout of W is ``Conv2d``'s
+    ``(k k C_in, C_out)``; the layer works on images of that size only.
+
+    Arguments:
+        shape: (H, W) of the images. in_channels, out_channels, kernel_size (odd).
+        coeff, n_power_iterations, zero_init, rng, dtype: as for ``SpectralLinear``.
+    """
+
+    def __init__(self, shape, in_channels, out_channels, kernel_size=3, coeff=0.97, n_power_iterations=1,
+                 zero_init=False, rng=None, dtype=np.float64):
+        k = int(kernel_size)
+        if k < 1 or k % 2 == 0:
+            raise ConfigError(f"kernel_size must be odd, got {kernel_size}")
+        rng = np.random.default_rng(rng)
+        self.hw = (int(shape[0]), int(shape[1]))
+        self.in_features, self.out_features, self.kernel_size = int(in_channels), int(out_channels), k
+        self.coeff = float(coeff)
+        self.n_power_iterations = int(n_power_iterations)
+        fan_in = k * k * self.in_features
+        wshape = (fan_in, self.out_features)
+        bound = 1.0 / np.sqrt(fan_in)
+        w = np.zeros(wshape) if zero_init else rng.uniform(-bound, bound, wshape)
+        self.weight = Parameter(w.astype(dtype))
+        self.bias = Parameter(np.zeros(self.out_features, dtype=dtype))
+        p = rng.standard_normal((1, *self.hw, self.in_features))
+        self.p = Buffer((p / np.linalg.norm(p)).astype(dtype))
+        self.q = Buffer(np.zeros((1, *self.hw, self.out_features), dtype=dtype))
+        self.power_iteration(50)
+        sigma = self.sigma()
+        if sigma > self.coeff:
+            self.weight.data[...] *= self.coeff / sigma
+
+    # the convolution's linear part on images (N, H, W, C), through im2col and one GEMM
+    def apply(self, x, w):
+        """conv_k(x; w) without bias: (N, H, W, C_in) -> (N, H, W, C_out)."""
+        ops = backend_of(x)
+        n, h, wd, c = x.shape
+        col = ops.empty((n * h * wd, self.kernel_size**2 * c), x.dtype)
+        ops.im2col(x, self.kernel_size, col)
+        y = ops.empty((n * h * wd, self.out_features), x.dtype)
+        ops.matmul(col, w, y)
+        return ops.reshape(y, (n, h, wd, self.out_features))
+
+    def apply_t(self, dy, w):
+        """The adjoint: (N, H, W, C_out) -> (N, H, W, C_in)."""
+        ops = backend_of(dy)
+        n, h, wd, c = dy.shape
+        dcol = ops.empty((n * h * wd, w.shape[0]), dy.dtype)
+        ops.matmul_nt(ops.reshape(dy, (n * h * wd, c)), w, dcol)
+        dx = ops.zeros((n, h, wd, self.in_features), dy.dtype)
+        ops.col2im_acc(dcol, self.kernel_size, dx)
+        return dx
+
+    def weight_grad_acc(self, x, dy, dw):
+        """dw += d <dy, conv(x; W)> / dW = im2col(x)^T dy."""
+        ops = backend_of(x)
+        n, h, wd, c = x.shape
+        col = ops.empty((n * h * wd, self.kernel_size**2 * c), x.dtype)
+        ops.im2col(x, self.kernel_size, col)
+        ops.matmul_tn_acc(col, ops.reshape(dy, (n * h * wd, self.out_features)), dw)
+
+    def power_iteration(self, n=1):
+        """Advance the operator's singular-vector estimates n steps."""
+        w = self.weight.data
+        ops = backend_of(w)
+        p = self.p.data
+        q = self.q.data
+        for _ in range(int(n)):
+            q = self.apply(p, w)
+            _unit(ops, q)
+            p = self.apply_t(q, w)
+            _unit(ops, p)
+        self.p.data, self.q.data = p, q
+
+    def sigma(self):
+        """<q, conv(p)>: the current estimate of the operator norm."""
+        w = self.weight.data
+        ops = backend_of(w)
+        t = self.apply(self.p.data, w)
+        out = ops.zeros((1,), w.dtype)
+        ops.rowdot_acc(ops.reshape(t, (1, t.size)), ops.reshape(self.q.data, (1, t.size)), 1.0, out)
+        return float(np.asarray(ops.to_host(out))[0])
+
+    normalized = SpectralLinear.normalized
+
+    def weight_backward(self, dwt, cache):
+        """As ``SpectralLinear.weight_backward`` with d sigma / dW = im2col(p)^T q."""
+        ops = backend_of(dwt)
+        if cache.scale >= 1.0:
+            ops.iadd(self.weight.grad, dwt)
+            return
+        prod = ops.empty(dwt.shape, dwt.dtype)
+        ops.mask_mul(dwt, self.weight.data, prod)
+        dot = ops.total(prod)
+        dsigma = ops.zeros(dwt.shape, dwt.dtype)
+        self.weight_grad_acc(cache.p, cache.q, dsigma)
+        ops.axpy(cache.scale, dwt, self.weight.grad)
+        ops.axpy(-cache.scale / cache.sigma * dot, dsigma, self.weight.grad)

@@ -7,7 +7,7 @@ from .coupling import AdditiveCoupling, AffineCoupling, Coupling, make_mask
 from .elementwise import Scaling, Standardize
 from .image_coupling import ImageAdditiveCoupling, ImageAffineCoupling, ImageCoupling, image_mask
 from .invconv import InvConv1x1, InvConv1x1LU
-from .iresnet import ResidualBlock
+from .iresnet import ConvResidualBlock, ResidualBlock
 from .permute import Permutation, make_permutation
 from .preprocess import Dequantize, Logit
 from .split import Split
@@ -38,4 +38,5 @@ __all__ = [
     "Dequantize",
     "Logit",
     "ResidualBlock",
+    "ConvResidualBlock",
 ]

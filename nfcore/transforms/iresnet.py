@@ -31,9 +31,10 @@ import numpy as np
 from ..core.transform import Transform
 from ..errors import ConfigError, GradientNotAvailable, InverseNotAvailable, ShapeError
 from ..kernels import backend_of
-from ..nn.spectral import SpectralLinear
+from ..nn.spectral import SpectralConv2d, SpectralLinear
+from ._shapes import check_image, image_shape
 
-__all__ = ["ResidualBlock", "LOGDET_MODES"]
+__all__ = ["ResidualBlock", "ConvResidualBlock", "LOGDET_MODES"]
 
 LOGDET_MODES = ("exact", "series", "roulette")
 _ACTS = {"elu": 0, "lipswish": 1}
@@ -108,48 +109,86 @@ class ResidualBlock(Transform):
         self.max_iter = int(max_iter)
         self.on_nonconvergence = on_nonconvergence
         self.last_iterations = None
-        sizes = [self.dim, *[int(h) for h in hidden], self.dim]
-        last = len(sizes) - 2
-        self.layers = [SpectralLinear(sizes[i], sizes[i + 1], coeff, n_power_iterations,
-                                      zero_init=zero_last and i == last, rng=rng, dtype=dtype)
-                       for i in range(len(sizes) - 1)]
+        self.layers = self._build_layers([int(h) for h in hidden], coeff, n_power_iterations, zero_last, rng, dtype)
         self._probe_rng = np.random.default_rng(rng.integers(2**63))
         # a seed (every call draws the same probes: gradient checks), or explicit probes (m, D)
         # (sqrt(D) times the identity gives the exact traces: the series' truncation bias alone)
         self.frozen_probes = None
 
+    def _build_layers(self, hidden, coeff, n_power_iterations, zero_last, rng, dtype):
+        sizes = [self.dim, *hidden, self.dim]
+        last = len(sizes) - 2
+        return [SpectralLinear(sizes[i], sizes[i + 1], coeff, n_power_iterations, zero_init=zero_last and i == last,
+                               rng=rng, dtype=dtype) for i in range(len(sizes) - 1)]
+
+    # -- the layers' linear parts (dense here; ConvResidualBlock overrides them) --------------------
+    def _lin(self, i, a, wt):
+        """a W~_i (no bias)."""
+        ops = backend_of(a)
+        t = ops.empty((a.shape[0], wt.shape[1]), a.dtype)
+        ops.matmul(a, wt, t)
+        return t
+
+    def _pre(self, i, a, wt, bias):
+        """a W~_i + b (one fused GEMM + bias pass)."""
+        ops = backend_of(a)
+        h = ops.empty((a.shape[0], wt.shape[1]), a.dtype)
+        ops.linear_act(a, wt, bias, 0, 0.0, h)
+        return h
+
+    def _lin_t(self, i, d, wt):
+        """d W~_i^T: the adjoint of _lin."""
+        ops = backend_of(d)
+        out = ops.empty((d.shape[0], wt.shape[0]), d.dtype)
+        ops.matmul_nt(d, wt, out)
+        return out
+
+    def _wgrad(self, i, a, d, dw):
+        """dw += a^T d: the gradient of <d, a W~_i> with respect to W~_i."""
+        backend_of(a).matmul_tn_acc(a, d, dw)
+
+    @staticmethod
+    def _2d(a):
+        """A 2-D view for element-wise ops (rows of channels for images)."""
+        return a if a.ndim == 2 else backend_of(a).reshape(a, (a.size // a.shape[-1], a.shape[-1]))
+
+    def _flat(self, a):
+        """(N, D) view: one row per sample (per-sample sums and scalings)."""
+        return backend_of(a).reshape(a, (a.shape[0], self.dim))
+
+    def _unflat(self, v, like):
+        """A (N, D) array in the block's own shape."""
+        return backend_of(v).reshape(v, like.shape)
+
     # -- g and its derivatives ---------------------------------------------------------------
     def _g(self, x, update):
         """One pass of g: (g(x), _Pass)."""
         ops = backend_of(x)
-        n = x.shape[0]
         weights, sns, acts, d1s, d2s = [], [], [], [], []
         a = x
         for i, layer in enumerate(self.layers):
             wt, sn = layer.normalized(update)
             weights.append(wt)
             sns.append(sn)
-            h = ops.empty((n, layer.out_features), x.dtype)
-            ops.linear_act(a, wt, layer.bias.data, 0, 0.0, h)
+            h = self._pre(i, a, wt, layer.bias.data)
             if i == len(self.layers) - 1:
                 return h, _Pass(x, tuple(weights), tuple(sns), tuple(acts), tuple(d1s), tuple(d2s))
             a, d1, d2 = (ops.empty(h.shape, h.dtype) for _ in range(3))
-            ops.act2(h, self.act_code, x.dtype.type(self.beta), a, d1, d2)
+            ops.act2(self._2d(h), self.act_code, x.dtype.type(self.beta), self._2d(a), self._2d(d1), self._2d(d2))
             acts.append(a)
             d1s.append(d1)
             d2s.append(d2)
 
     def _jvp(self, fp, v, keep=False):
-        """J_g(x) v for v (N, D); with keep, also the intermediates (t_l, s_l) of the chain."""
+        """J_g(x) v for v shaped like x; with keep, also the intermediates (t_l, s_l) of the chain."""
         ops = backend_of(v)
         s, ts, ss = v, [], [v]
         for i, wt in enumerate(fp.weights):
-            t = ops.empty((v.shape[0], wt.shape[1]), v.dtype)
-            ops.matmul(s, wt, t)
+            t = self._lin(i, s, wt)
             if i == len(fp.weights) - 1:
                 return (t, ts, ss) if keep else t
             s = ops.empty(t.shape, t.dtype)
-            ops.mask_mul(t, fp.d1[i], s)
+            ops.mask_mul(self._2d(t), self._2d(fp.d1[i]), self._2d(s))
             ts.append(t)
             ss.append(s)
 
@@ -158,11 +197,9 @@ class ResidualBlock(Transform):
         ops = backend_of(u)
         r = u
         for i in range(len(fp.weights) - 1, -1, -1):
-            wt = fp.weights[i]
-            dr = ops.empty((u.shape[0], wt.shape[0]), u.dtype)
-            ops.matmul_nt(r, wt, dr)
+            dr = self._lin_t(i, r, fp.weights[i])
             if i > 0:
-                ops.mask_mul(dr, fp.d1[i - 1], dr)
+                ops.mask_mul(self._2d(dr), self._2d(fp.d1[i - 1]), self._2d(dr))
             r = dr
         return r
 
@@ -171,19 +208,17 @@ class ResidualBlock(Transform):
         ops = backend_of(u)
         _, ts, ss = self._jvp(fp, v, keep=True)
         last = len(fp.weights) - 1
-        ops.matmul_tn_acc(ss[last], u, dw[last])
-        ds = ops.empty((u.shape[0], fp.weights[last].shape[0]), u.dtype)
-        ops.matmul_nt(u, fp.weights[last], ds)
+        self._wgrad(last, ss[last], u, dw[last])
+        ds = self._lin_t(last, u, fp.weights[last])
         for i in range(last - 1, -1, -1):
             dt = ops.empty(ds.shape, ds.dtype)
-            ops.mask_mul(ds, fp.d1[i], dt)
+            ops.mask_mul(self._2d(ds), self._2d(fp.d1[i]), self._2d(dt))
             tmp = ops.empty(ds.shape, ds.dtype)
-            ops.mask_mul(ds, ts[i], tmp)
-            ops.mask_mul_acc(tmp, fp.d2[i], dh[i])
-            ops.matmul_tn_acc(ss[i], dt, dw[i])
+            ops.mask_mul(self._2d(ds), self._2d(ts[i]), self._2d(tmp))
+            ops.mask_mul_acc(self._2d(tmp), self._2d(fp.d2[i]), self._2d(dh[i]))
+            self._wgrad(i, ss[i], dt, dw[i])
             if i > 0:
-                ds = ops.empty((u.shape[0], fp.weights[i].shape[0]), u.dtype)
-                ops.matmul_nt(dt, fp.weights[i], ds)
+                ds = self._lin_t(i, dt, fp.weights[i])
 
     def _g_backward(self, fp, dout, dh_extra, dw):
         """Backward through g's forward pass with extra pre-activation gradients; returns dx."""
@@ -195,14 +230,12 @@ class ResidualBlock(Transform):
             layer = self.layers[i]
             if i < last:
                 g = ops.empty(dh.shape, dh.dtype)
-                ops.mask_mul(dh, fp.d1[i], g)
+                ops.mask_mul(self._2d(dh), self._2d(fp.d1[i]), self._2d(g))
                 ops.iadd(g, dh_extra[i])
                 dh = g
-            ops.matmul_tn_acc(ins[i], dh, dw[i])
-            ops.colsum_acc(dh, layer.bias.grad)
-            da = ops.empty((dh.shape[0], fp.weights[i].shape[0]), dh.dtype)
-            ops.matmul_nt(dh, fp.weights[i], da)
-            dh = da
+            self._wgrad(i, ins[i], dh, dw[i])
+            ops.colsum_acc(self._2d(dh), layer.bias.grad)
+            dh = self._lin_t(i, dh, fp.weights[i])
         return dh
 
     # -- log-det estimators ------------------------------------------------------------------
@@ -236,7 +269,8 @@ class ResidualBlock(Transform):
             for j in range(self.dim):
                 e = np.zeros((n, self.dim), dtype=dtype)
                 e[:, j] = 1
-                jac[:, :, j] = np.asarray(ops.to_host(self._jvp(fp, ops.asarray(e))))
+                col = self._jvp(fp, self._unflat(ops.asarray(e), fp.x))
+                jac[:, :, j] = np.asarray(ops.to_host(self._flat(col)))
             a = jac + np.eye(self.dim)
             sign, ld = np.linalg.slogdet(a)
             if np.any(sign <= 0):
@@ -249,17 +283,17 @@ class ResidualBlock(Transform):
         ld = ops.zeros((n,), dtype)
         pairs = []  # (u, v): the log-det's gradient is the VJP of sum_n u_n^T J v_n over these pairs
         for v in probes:
-            vd = ops.asarray(v)
+            vd = self._unflat(ops.asarray(v), fp.x)
             if mode == "roulette":
                 # v^T J^k v = <v, (J^T)^k v>: one chain of VJPs r_k = (J^T)^k v gives the estimate and
                 # the Neumann gradient's u = sum_{k>=0} (-1)^k / P(N >= k+1) r_k, kept for backward
-                u = ops.zeros((n, self.dim), dtype) if need_grad else None
+                u = ops.zeros(fp.x.shape, dtype) if need_grad else None
                 r = vd
                 for k in range(len(c)):
                     if need_grad:
                         ops.axpy(float(abs(c[k]) * (k + 1)) * (-1.0) ** k / m, r, u)
                     r = self._vjp_input(fp, r)
-                    ops.rowdot_acc(vd, r, float(c[k]) / m, ld)
+                    ops.rowdot_acc(self._flat(vd), self._flat(r), float(c[k]) / m, ld)
                 if need_grad:
                     pairs.append((u, vd))
                 continue
@@ -268,14 +302,14 @@ class ResidualBlock(Transform):
             ws = [vd]
             for ck in c:
                 ws.append(self._jvp(fp, ws[-1]))
-                ops.rowdot_acc(vd, ws[-1], float(ck) / m, ld)
+                ops.rowdot_acc(self._flat(vd), self._flat(ws[-1]), float(ck) / m, ld)
             if need_grad:
                 nt = len(c)
                 rs = [vd]
                 for _ in range(nt - 1):
                     rs.append(self._vjp_input(fp, rs[-1]))
                 for j in range(nt):
-                    u = ops.zeros((n, self.dim), dtype)
+                    u = ops.zeros(fp.x.shape, dtype)
                     for k in range(j + 1, nt + 1):
                         ops.axpy(float(c[k - 1]) / m, rs[k - 1 - j], u)
                     pairs.append((u, ws[j]))
@@ -289,7 +323,7 @@ class ResidualBlock(Transform):
 
         def scaled(u):
             out = ops.empty(u.shape, dtype)
-            ops.scale_rows(u, dlogabsdet, out)
+            ops.scale_rows(self._flat(u), dlogabsdet, self._flat(out))
             return out
 
         if mode == "exact":
@@ -297,8 +331,8 @@ class ResidualBlock(Transform):
             for j in range(self.dim):
                 e = np.zeros((n, self.dim), dtype=dtype)
                 e[:, j] = 1
-                u = ops.asarray(np.ascontiguousarray(aux[:, :, j], dtype=dtype))
-                self._jvp_backward(fp, scaled(u), ops.asarray(e), dh, dw)
+                u = self._unflat(ops.asarray(np.ascontiguousarray(aux[:, :, j], dtype=dtype)), fp.x)
+                self._jvp_backward(fp, scaled(u), self._unflat(ops.asarray(e), fp.x), dh, dw)
             return
         for u, v in aux:
             self._jvp_backward(fp, scaled(u), v, dh, dw)
@@ -375,3 +409,50 @@ class ResidualBlock(Transform):
 
     def config(self):
         return {"type": "ResidualBlock", "dim": self.dim, "logdet": self.logdet}
+
+
+class ConvResidualBlock(ResidualBlock):
+    """y = x + g(x) on images (N, H, W, C), g = conv3x3 -> phi -> conv1x1 -> phi -> conv3x3.
+
+    Every convolution is spectrally normalised as an operator on H x W images
+    (``SpectralConv2d``), so Lip(g) <= c^L < 1 as for the vector block, and the inverse, the
+    log-det estimators and their gradients are the same code with convolutions (and their
+    adjoints) in place of the matrix products. ``exact`` needs D = H W C JVPs (small images).
+
+    Arguments:
+        shape: (H, W, C). hidden: channel widths of the hidden layers (the first conv is 3x3,
+        the middle ones 1x1, the last 3x3). Others as for ``ResidualBlock``.
+    """
+
+    def __init__(self, shape, hidden=(64, 64), **kwargs):
+        self.shape = image_shape(shape)
+        h, w, c = self.shape
+        super().__init__(h * w * c, hidden, **kwargs)
+
+    def _build_layers(self, hidden, coeff, n_power_iterations, zero_last, rng, dtype):
+        h, w, c = self.shape
+        sizes = [c, *hidden, c]
+        last = len(sizes) - 2
+        return [SpectralConv2d((h, w), sizes[i], sizes[i + 1], 3 if i in (0, last) else 1, coeff, n_power_iterations,
+                               zero_init=zero_last and i == last, rng=rng, dtype=dtype)
+                for i in range(len(sizes) - 1)]
+
+    def _pre(self, i, a, wt, bias):
+        h = self.layers[i].apply(a, wt)
+        backend_of(h).bias_act(self._2d(h), bias, 0, 0.0)
+        return h
+
+    def _lin(self, i, a, wt):
+        return self.layers[i].apply(a, wt)
+
+    def _lin_t(self, i, d, wt):
+        return self.layers[i].apply_t(d, wt)
+
+    def _wgrad(self, i, a, d, dw):
+        self.layers[i].weight_grad_acc(a, d, dw)
+
+    def _check(self, x, name):
+        check_image(x, self.shape, name)
+
+    def config(self):
+        return {"type": "ConvResidualBlock", "shape": list(self.shape), "logdet": self.logdet}
