@@ -150,7 +150,8 @@ class ResidualBlock(Transform):
     @staticmethod
     def _2d(a):
         """A 2-D view for element-wise ops (rows of channels for images)."""
-        return a if a.ndim == 2 else backend_of(a).reshape(a, (a.size // a.shape[-1], a.shape[-1]))
+        c = a.shape[a.ndim - 1]  # (the simulator's shapes take no negative index)
+        return a if a.ndim == 2 else backend_of(a).reshape(a, (a.size // c, c))
 
     def _flat(self, a):
         """(N, D) view: one row per sample (per-sample sums and scalings)."""
