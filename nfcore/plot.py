@@ -57,7 +57,8 @@ def plot_run(flow, data, out_dir, seed=0):
 def save_image_grid(images, path, levels, ncols=None):
     """Write images (N, H, W, C) of levels 0..K-1 as one PNG grid; returns False without matplotlib.
 
-    One channel is shown in grey, three as RGB; a one-pixel border separates the tiles.
+    One channel is shown in grey, three as RGB; a one-pixel border separates the tiles; images
+    smaller than 32 pixels are enlarged by pixel repetition.
     """
     try:
         import matplotlib
@@ -74,6 +75,8 @@ def save_image_grid(images, path, levels, ncols=None):
     for k in range(n):
         r, q = divmod(k, ncols)
         grid[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + q * (w + 1) : 1 + q * (w + 1) + w] = x[k]
+    zoom = max(1, 32 // max(h, w))  # small images (8x8 digits) are enlarged, pixels kept square
+    grid = grid.repeat(zoom, axis=0).repeat(zoom, axis=1)
     if c == 1:
         plt.imsave(path, grid[..., 0], cmap="gray", vmin=0, vmax=1)
     else:
