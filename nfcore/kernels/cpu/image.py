@@ -13,9 +13,16 @@ Layouts (every array C-contiguous):
   atomics).
 """
 
-import math
-
 from numba import njit
+
+from .._rows import (
+    col2im_pixel,
+    logit_bwd_element,
+    logit_row,
+    lu_compose_bwd_element,
+    lu_compose_element,
+    squeeze_element,
+)
 
 _jit = njit(cache=True, error_model="numpy")
 
@@ -34,30 +41,23 @@ __all__ = [
 @_jit
 def squeeze2x2(x, out):
     """(N, H, W, C) -> (N, H/2, W/2, 4C), channel group 2a+b holds pixel (2i+a, 2j+b)."""
-    n, h, w, c = x.shape
+    n, h2, w2, c4 = out.shape
     for s in range(n):
-        for i in range(h // 2):
-            for j in range(w // 2):
-                for a in range(2):
-                    for b in range(2):
-                        g = (2 * a + b) * c
-                        for k in range(c):
-                            out[s, i, j, g + k] = x[s, 2 * i + a, 2 * j + b, k]
+        for i in range(h2):
+            for j in range(w2):
+                for q in range(c4):
+                    squeeze_element(x, out, False, s, i, j, q)
 
 
 @_jit
 def unsqueeze2x2(z, out):
     """The inverse of squeeze2x2: (N, H/2, W/2, 4C) -> (N, H, W, C)."""
     n, h2, w2, c4 = z.shape
-    c = c4 // 4
     for s in range(n):
         for i in range(h2):
             for j in range(w2):
-                for a in range(2):
-                    for b in range(2):
-                        g = (2 * a + b) * c
-                        for k in range(c):
-                            out[s, 2 * i + a, 2 * j + b, k] = z[s, i, j, g + k]
+                for q in range(c4):
+                    squeeze_element(z, out, True, s, i, j, q)
 
 
 @_jit
@@ -99,47 +99,19 @@ def im2col(x, k, col):
 @_jit
 def col2im_acc(dcol, k, dx):
     """dx += im2col^T dcol: dx[n, y, x, c] += sum over taps (a, b) of dcol[row(y-a+p, x-b+p), (a k + b) C + c]."""
-    n, h, w, c = dx.shape
-    p = k // 2
+    n, h, w, _ = dx.shape
     for s in range(n):
         for y in range(h):
             for xx in range(w):
-                for a in range(k):
-                    i = y - a + p
-                    if i < 0 or i >= h:
-                        continue
-                    for b in range(k):
-                        j = xx - b + p
-                        if j < 0 or j >= w:
-                            continue
-                        r = (s * h + i) * w + j
-                        base = (a * k + b) * c
-                        for q in range(c):
-                            dx[s, y, xx, q] += dcol[r, base + q]
+                col2im_pixel(dcol, k, dx, s, y, xx)
 
 
 @_jit
 def logit_map(x, alpha, sign, out, logdet):
     """Rows of (N, D). sign=+1: out = logit(u), u = alpha + (1 - 2 alpha) x;
     sign=-1: out = (sigmoid(x) - alpha) / (1 - 2 alpha). logdet[n] = sign * sum_d log((1-2a) / (u (1-u)))."""
-    n, d = x.shape
-    scale = 1.0 - 2.0 * alpha
-    for i in range(n):
-        acc = 0.0
-        for j in range(d):
-            if sign > 0:
-                u = alpha + scale * x[i, j]
-                out[i, j] = math.log(u) - math.log1p(-u)
-            else:
-                t = x[i, j]
-                if t >= 0:
-                    u = 1.0 / (1.0 + math.exp(-t))
-                else:
-                    e = math.exp(t)
-                    u = e / (1.0 + e)
-                out[i, j] = (u - alpha) / scale
-            acc += math.log(scale) - math.log(u) - math.log1p(-u)
-        logdet[i] = sign * acc
+    for i in range(x.shape[0]):
+        logit_row(x, alpha, sign, out, logdet, i)
 
 
 @_jit
@@ -149,17 +121,9 @@ def logit_map_bwd(dout, dlogdet, y, alpha, sign, din):
     sign=+1: din = dout (1-2a) / (u (1-u)) + dlogdet (1-2a) (2u - 1) / (u (1-u));
     sign=-1 (input z, u = sigmoid(z)): din = dout u (1-u) / (1-2a) + dlogdet (1 - 2u).
     """
-    n, d = dout.shape
-    scale = 1.0 - 2.0 * alpha
-    for i in range(n):
-        dl = dlogdet[i]
-        for j in range(d):
-            u = alpha + scale * y[i, j]
-            q = u * (1.0 - u)
-            if sign > 0:
-                din[i, j] = (dout[i, j] * scale + dl * scale * (2.0 * u - 1.0)) / q
-            else:
-                din[i, j] = dout[i, j] * q / scale + dl * (1.0 - 2.0 * u)
+    for i in range(dout.shape[0]):
+        for j in range(dout.shape[1]):
+            logit_bwd_element(dout, dlogdet, y, alpha, sign, din, i, j)
 
 
 @_jit
@@ -167,22 +131,12 @@ def lu_compose(lower, upper, logs, sign, perm, w):
     """w[i, j] = sum_k L[perm[i], k] U'[k, j]: W = P L U'.
 
     L = I + strict_lower(lower) and U' = strict_upper(upper) + diag(sign e^logs).
-
     Entries of ``lower`` / ``upper`` outside their triangles are ignored.
     """
     c = w.shape[0]
     for i in range(c):
-        r = perm[i]
         for j in range(c):
-            acc = 0.0  # L[r, r] = 1 times U'[r, j], which is 0 below the diagonal
-            if r == j:
-                acc = sign[j] * math.exp(logs[j])
-            elif r < j:
-                acc = upper[r, j]
-            for k in range(min(r, j + 1)):  # L[r, k] for k < r times U'[k, j] for k <= j
-                u = sign[j] * math.exp(logs[j]) if k == j else upper[k, j]
-                acc += lower[r, k] * u
-            w[i, j] = acc
+            lu_compose_element(lower, upper, logs, sign, perm, w, i, j)
 
 
 @_jit
@@ -193,27 +147,10 @@ def lu_compose_bwd(dw, lower, upper, logs, sign, perm, dlogdet, rows_per_sample,
     dlogs = diag(dU') sign e^logs + rows_per_sample * sum_n dlogdet.
     """
     c = dw.shape[0]
-    dld = 0.0
-    for s in range(dlogdet.shape[0]):
-        dld += dlogdet[s]
     inv = perm.copy()
     for i in range(c):
         inv[perm[i]] = i
     for r in range(c):
         for q in range(c):
-            # dA[r, q] = dw[inv[r], q]; dL[r, k] (k < r) = sum_j dA[r, j] U'[k, j] (j >= k)
-            if q < r:
-                acc = 0.0
-                for j in range(q, c):
-                    u = sign[j] * math.exp(logs[j]) if j == q else upper[q, j]
-                    acc += dw[inv[r], j] * u
-                dlower[r, q] += acc
-            else:
-                # dU'[r, q] (q >= r) = sum_m L[m, r] dA[m, q] over m >= r (L[r, r] = 1)
-                acc = dw[inv[r], q]
-                for m in range(r + 1, c):
-                    acc += lower[m, r] * dw[inv[m], q]
-                if q == r:
-                    dlogs[r] += acc * sign[r] * math.exp(logs[r]) + rows_per_sample * dld
-                else:
-                    dupper[r, q] += acc
+            lu_compose_bwd_element(dw, lower, upper, logs, sign, inv, dlogdet, rows_per_sample, dlower, dupper, dlogs,
+                                   r, q)

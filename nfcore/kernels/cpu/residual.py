@@ -6,9 +6,9 @@ activation and both derivatives in one pass. Codes: 0 ELU, 1 LipSwish
 ``h sigmoid(beta h) / 1.1`` (both 1-Lipschitz; ReLU is refused by the block: phi'' = 0).
 """
 
-import math
-
 from numba import njit
+
+from .._rows import act2_element
 
 _jit = njit(cache=True, error_model="numpy")
 
@@ -21,27 +21,9 @@ LIP_SWISH = 1
 @_jit
 def act2(h, code, beta, a, d1, d2):
     """a = phi(h), d1 = phi'(h), d2 = phi''(h), element-wise over (N, M)."""
-    n, m = h.shape
-    for i in range(n):
-        for j in range(m):
-            x = h[i, j]
-            if code == LIP_ELU:
-                if x > 0:
-                    a[i, j] = x
-                    d1[i, j] = 1.0
-                    d2[i, j] = 0.0
-                else:
-                    e = math.exp(x)
-                    a[i, j] = e - 1.0
-                    d1[i, j] = e
-                    d2[i, j] = e
-            else:
-                bx = beta * x
-                s = 1.0 / (1.0 + math.exp(-bx))  # exp overflows to inf for bx << 0: s = 0, no NaN
-                q = s * (1.0 - s)
-                a[i, j] = x * s / 1.1
-                d1[i, j] = (s + bx * q) / 1.1
-                d2[i, j] = beta * q * (2.0 + bx * (1.0 - 2.0 * s)) / 1.1
+    for i in range(h.shape[0]):
+        for j in range(h.shape[1]):
+            act2_element(h, code, beta, a, d1, d2, i, j)
 
 
 @_jit

@@ -1,9 +1,13 @@
 """CUDA twins of ``nfcore.kernels.cpu.residual``: one thread per element."""
 
-import math
 import sys
 
 from numba import cuda
+
+from .. import _rows
+from .._scalar import for_cuda
+
+act2_element = for_cuda(_rows.act2_element)
 
 __all__ = ["act2", "scale_rows", "rowdot_acc"]
 
@@ -15,30 +19,7 @@ def _act2_kernel(h, code, beta, a, d1, d2):
     t = cuda.grid(1)
     m = h.shape[1]
     if t < h.shape[0] * m:
-        i = t // m
-        j = t - i * m
-        x = h[i, j]
-        if code == 0:
-            if x > 0:
-                a[i, j] = x
-                d1[i, j] = 1.0
-                d2[i, j] = 0.0
-            else:
-                e = math.exp(x)
-                a[i, j] = e - 1.0
-                d1[i, j] = e
-                d2[i, j] = e
-        else:
-            bx = beta * x
-            if bx >= 0:  # the stable branch pair (the simulator's Python exp raises on overflow)
-                s = 1.0 / (1.0 + math.exp(-bx))
-            else:
-                e = math.exp(bx)
-                s = e / (1.0 + e)
-            q = s * (1.0 - s)
-            a[i, j] = x * s / 1.1
-            d1[i, j] = (s + bx * q) / 1.1
-            d2[i, j] = beta * q * (2.0 + bx * (1.0 - 2.0 * s)) / 1.1
+        act2_element(h, code, beta, a, d1, d2, t // m, t % m)
 
 
 def act2(h, code, beta, a, d1, d2):
