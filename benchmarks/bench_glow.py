@@ -14,25 +14,14 @@ training ~3x forward) and the rate they are done at: the distance from the BLAS 
 """
 
 import argparse
-import time
 
 import numpy as np
+from _timing import best_of_rounds
 
 import nfcore
 
 CONFIGS = [((8, 8, 1), 64), ((8, 8, 1), 256), ((16, 16, 3), 64), ((16, 16, 3), 256)]
 L, K, WIDTH = 2, 4, 64
-
-
-def _timeit(fn, min_time):
-    n = 0
-    t0 = time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        dt = time.perf_counter() - t0
-        if dt >= min_time:
-            return dt / n
 
 
 def conv_flops(shape, batch):
@@ -122,11 +111,7 @@ def main(argv=None):
         for c in cases:
             c.step()
             c.step()  # warm-up: JIT compile, actnorm init, allocator
-        best = {c.name: float("inf") for c in cases}
-        for _ in range(args.rounds):
-            for c in cases:
-                time.sleep(0.2)
-                best[c.name] = min(best[c.name], _timeit(c.step, args.min_time))
+        best = best_of_rounds(cases, args.rounds, args.min_time)
         flops = 3 * conv_flops(shape, batch)
         ours = best["nfcore"]
         peer = best.get("normflows")

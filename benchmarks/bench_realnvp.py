@@ -19,6 +19,7 @@ import sys
 import time
 
 import numpy as np
+from _timing import timeit
 
 import nfcore
 
@@ -30,18 +31,6 @@ CONFIGS = [  # (D, hidden, layers, batch)
 ]
 MAF_CONFIGS = [(8, 128, 5, 256), (8, 128, 5, 4096), (64, 512, 5, 256), (64, 512, 5, 4096)]
 FLOW = "realnvp"
-
-
-def _timeit(fn, min_time):
-    """Seconds per call of fn, repeated for at least min_time."""
-    n = 0
-    t0 = time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        dt = time.perf_counter() - t0
-        if dt >= min_time:
-            return dt / n
 
 
 class NfcoreCase:
@@ -182,7 +171,7 @@ def run(configs, rounds, min_time, settle=0.3, ops=("train_step", "log_prob", "s
                     # workers busy-wait ~0.1 s after a GEMM and OpenMP pools spin too, which
                     # would charge one library for another's idle threads on 2 cores
                     time.sleep(settle)
-                    times[c.name].append(_timeit(getattr(c, op), min_time))
+                    times[c.name].append(timeit(getattr(c, op), min_time))
             # the best round of each library: this machine's noise only ever adds time (a
             # neighbour, a busy sibling core), and its slow phases come and go for minutes
             med = {k: min(v) for k, v in times.items()}

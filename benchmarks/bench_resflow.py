@@ -12,25 +12,14 @@ Adam. Libraries interleaved round by round; best round reported.
 """
 
 import argparse
-import time
 
 import numpy as np
+from _timing import best_of_rounds
 
 import nfcore
 
 CONFIGS = [(2, 256), (2, 1024), (16, 256), (16, 1024)]
 BLOCKS, HIDDEN = 8, 128
-
-
-def _timeit(fn, min_time):
-    n = 0
-    t0 = time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        dt = time.perf_counter() - t0
-        if dt >= min_time:
-            return dt / n
 
 
 class NfcoreCase:
@@ -94,11 +83,7 @@ def main(argv=None):
         for c in cases:
             c.step()
             c.step()
-        best = {c.name: float("inf") for c in cases}
-        for _ in range(args.rounds):
-            for c in cases:
-                time.sleep(0.2)
-                best[c.name] = min(best[c.name], _timeit(c.step, args.min_time))
+        best = best_of_rounds(cases, args.rounds, args.min_time)
         ours, peer = best["nfcore"], best.get("normflows")
         peer_s = f"{batch / peer:.0f}" if peer else "-"
         ratio = f"{peer / ours:.2f}x" if peer else "-"
