@@ -1,5 +1,6 @@
 """GPU throughput: the RealNVP training step on the GPU against the same step on the CPU,
-and against zuko on the same GPU when torch with CUDA is installed.
+and against zuko on the same GPU when torch with CUDA is installed; then Glow, MAF and a
+residual flow, GPU against CPU.
 
     python benchmarks/bench_gpu.py [--quick]
 
@@ -48,6 +49,36 @@ def nfcore_step(d, hidden, layers, batch, device):
         flow.to("cuda")
     opt = nfcore.Adam(flow.parameters(), lr=1e-4)
     x = np.random.default_rng(0).normal(size=(batch, d)).astype(np.float32)
+    if device == "cuda":
+        from numba import cuda
+
+        x = cuda.to_device(x)
+
+    def step():
+        opt.zero_grad()
+        flow.loss_and_grad(x)
+        opt.step()
+
+    return step
+
+
+#: the other model families, GPU vs CPU: (label, config, batch); their kernels have only run under
+#: numba's simulator until a session with a GPU runs this
+MODELS = [
+    ("Glow 16x16x3, 2x4 steps, width 64", {"flow": "glow", "shape": [16, 16, 3], "layers": 4, "hidden": [64, 64],
+                                            "base": "diag"}, 256),
+    ("MAF D=64, 5 x MADE 2x512", {"flow": "maf", "dim": 64, "layers": 5, "hidden": [512, 512]}, 4096),
+    ("residual flow D=16, 8 blocks 2x128", {"flow": "resflow", "dim": 16, "layers": 8, "hidden": [128, 128],
+                                            "base": "diag"}, 1024),
+]
+
+
+def model_step(config, batch, device):
+    flow = nfcore.build(dict(config, dtype="float32"))
+    if device == "cuda":
+        flow.to("cuda")
+    opt = nfcore.Adam(flow.parameters(), lr=1e-4)
+    x = np.random.default_rng(0).normal(size=(batch, *flow.shape)).astype(np.float32)
     if device == "cuda":
         from numba import cuda
 
@@ -113,6 +144,15 @@ def main(argv=None):
         ratio_zuko = f"{med['zuko'] / med['gpu']:.2f}x" if "zuko" in med else "-"
         cells = [sps.get(k, "-") for k in ("gpu", "cpu", "zuko")]
         print(f"| {d} | {hidden} | {batch} | " + " | ".join(cells) + f" | {ratio_cpu} | {ratio_zuko} |", flush=True)
+    print()
+    print("Other models, training step, float32, samples/s (median of rounds)")
+    print("| model | batch | nfcore GPU | nfcore CPU | GPU/CPU |")
+    print("|---|---|---|---|---|")
+    for label, config, batch in MODELS:
+        gpu, cpu = model_step(config, batch, "cuda"), model_step(config, batch, "cpu")
+        tg = statistics.median(_time(gpu, min_time, _sync) for _ in range(args.rounds))
+        tc = statistics.median(_time(cpu, min_time) for _ in range(args.rounds))
+        print(f"| {label} | {batch} | {batch / tg:,.0f} | {batch / tc:,.0f} | {tc / tg:.2f}x |", flush=True)
     return 0
 
 
