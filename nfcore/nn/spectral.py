@@ -47,7 +47,43 @@ def _unit(ops, a):
     return norm
 
 
-class SpectralLinear(Module):
+class _Spectral(Module):
+    """What both spectrally normalised layers share; subclasses give sigma() and dsigma_dw()."""
+
+    def _start_at_bound(self):
+        # start at the bound, not far beyond it: W~ = W, and W's gradient is not shrunk
+        self.power_iteration(50)
+        sigma = self.sigma()
+        if sigma > self.coeff:
+            self.weight.data[...] *= self.coeff / sigma
+
+    def normalized(self, update):
+        """(W~, cache); ``update``: advance the power iteration first (training calls)."""
+        if update and self.n_power_iterations:
+            self.power_iteration(self.n_power_iterations)
+        w = self.weight.data
+        ops = backend_of(w)
+        sigma = self.sigma()
+        scale = min(1.0, self.coeff / sigma) if sigma > 0 else 1.0
+        wt = ops.copy(w)
+        if scale < 1.0:
+            ops.scale_inplace(ops.reshape(wt, (wt.size,)), scale)
+        return wt, SNCache(wt, scale, sigma, self.p.data, self.q.data)
+
+    def weight_backward(self, dwt, cache):
+        """Accumulate dL/dW given dL/dW~ (see the module docstring)."""
+        ops = backend_of(dwt)
+        if cache.scale >= 1.0:
+            ops.iadd(self.weight.grad, dwt)
+            return
+        prod = ops.empty(dwt.shape, dwt.dtype)
+        ops.mask_mul(dwt, self.weight.data, prod)
+        dot = ops.total(prod)
+        ops.axpy(cache.scale, dwt, self.weight.grad)
+        ops.axpy(-cache.scale / cache.sigma * dot, self.dsigma_dw(cache), self.weight.grad)
+
+
+class SpectralLinear(_Spectral):
     """y = x W~ + b with W~ = W / max(1, sigma(W) / c), sigma by power iteration.
 
     Arguments:
@@ -77,10 +113,7 @@ class SpectralLinear(Module):
         q = rng.standard_normal(out_features)
         self.p = Buffer((p / np.linalg.norm(p)).astype(dtype))
         self.q = Buffer((q / np.linalg.norm(q)).astype(dtype))
-        self.power_iteration(50)
-        sigma = self.sigma()
-        if sigma > self.coeff:  # start at the bound, not far beyond it: W~ = W, and W's gradient is not shrunk
-            self.weight.data[...] *= self.coeff / sigma
+        self._start_at_bound()
 
     def power_iteration(self, n=1):
         """Advance the singular-vector estimates n steps: q <- W^T p / |.|, p <- W q / |.|."""
@@ -106,35 +139,15 @@ class SpectralLinear(Module):
         ops.rowdot_acc(t, ops.reshape(self.q.data, (1, self.out_features)), 1.0, out)
         return float(np.asarray(ops.to_host(out))[0])
 
-    def normalized(self, update):
-        """(W~, cache); ``update``: advance the power iteration first (training calls)."""
-        if update and self.n_power_iterations:
-            self.power_iteration(self.n_power_iterations)
-        w = self.weight.data
-        ops = backend_of(w)
-        sigma = self.sigma()
-        scale = min(1.0, self.coeff / sigma) if sigma > 0 else 1.0
-        wt = ops.copy(w)
-        if scale < 1.0:
-            ops.scale_inplace(ops.reshape(wt, (wt.size,)), scale)
-        return wt, SNCache(wt, scale, sigma, self.p.data, self.q.data)
-
-    def weight_backward(self, dwt, cache):
-        """Accumulate dL/dW given dL/dW~ (see the module docstring)."""
-        ops = backend_of(dwt)
-        if cache.scale >= 1.0:
-            ops.iadd(self.weight.grad, dwt)
-            return
-        prod = ops.empty(dwt.shape, dwt.dtype)
-        ops.mask_mul(dwt, self.weight.data, prod)
-        dot = ops.total(prod)
-        outer = ops.empty(dwt.shape, dwt.dtype)
+    def dsigma_dw(self, cache):
+        """d sigma / dW = p q^T."""
+        ops = backend_of(cache.p)
+        outer = ops.empty((self.in_features, self.out_features), cache.p.dtype)
         ops.matmul(ops.reshape(cache.p, (self.in_features, 1)), ops.reshape(cache.q, (1, self.out_features)), outer)
-        ops.axpy(cache.scale, dwt, self.weight.grad)
-        ops.axpy(-cache.scale / cache.sigma * dot, outer, self.weight.grad)
+        return outer
 
 
-class SpectralConv2d(Module):
+class SpectralConv2d(_Spectral):
     """y = conv_k(x; W~) + b, W~ = W / max(1, sigma / c), sigma the norm of the whole convolution operator.
 
     sigma is the largest singular value of the linear map x -> conv_k(x; W) on images of the
@@ -168,10 +181,7 @@ class SpectralConv2d(Module):
         p = rng.standard_normal((1, *self.hw, self.in_features))
         self.p = Buffer((p / np.linalg.norm(p)).astype(dtype))
         self.q = Buffer(np.zeros((1, *self.hw, self.out_features), dtype=dtype))
-        self.power_iteration(50)
-        sigma = self.sigma()
-        if sigma > self.coeff:
-            self.weight.data[...] *= self.coeff / sigma
+        self._start_at_bound()
 
     # the convolution's linear part on images (N, H, W, C), through im2col and one GEMM
     def apply(self, x, w):
@@ -224,18 +234,9 @@ class SpectralConv2d(Module):
         ops.rowdot_acc(ops.reshape(t, (1, t.size)), ops.reshape(self.q.data, (1, t.size)), 1.0, out)
         return float(np.asarray(ops.to_host(out))[0])
 
-    normalized = SpectralLinear.normalized
-
-    def weight_backward(self, dwt, cache):
-        """As ``SpectralLinear.weight_backward`` with d sigma / dW = im2col(p)^T q."""
-        ops = backend_of(dwt)
-        if cache.scale >= 1.0:
-            ops.iadd(self.weight.grad, dwt)
-            return
-        prod = ops.empty(dwt.shape, dwt.dtype)
-        ops.mask_mul(dwt, self.weight.data, prod)
-        dot = ops.total(prod)
-        dsigma = ops.zeros(dwt.shape, dwt.dtype)
-        self.weight_grad_acc(cache.p, cache.q, dsigma)
-        ops.axpy(cache.scale, dwt, self.weight.grad)
-        ops.axpy(-cache.scale / cache.sigma * dot, dsigma, self.weight.grad)
+    def dsigma_dw(self, cache):
+        """d sigma / dW = im2col(p)^T q: the convolution's weight gradient for input p, cotangent q."""
+        ops = backend_of(cache.p)
+        out = ops.zeros(self.weight.data.shape, cache.p.dtype)
+        self.weight_grad_acc(cache.p, cache.q, out)
+        return out
