@@ -131,6 +131,16 @@ def op_cases(rng, dt, s):
     nb = idx_b.size
     perm = np.array([4, 1, 3], dtype=np.int64)
     flat = s.flat
+    # a staircase mask (K, M) and its block plans: column j uses rows below stair[j], row i
+    # is used by the columns from first[i] on
+    stair = np.minimum(gk, 1 + np.arange(gm) * gk // gm)
+    mask = (np.arange(gk)[:, None] < stair[None, :]).astype(dt)
+    wm = r(gk, gm) * mask
+    half = gm // 2
+    col_blocks = ((0, half, 0, int(stair[half - 1])), (half, gm, 0, gk))
+    first = np.array([np.argmax(mask[i] > 0) if mask[i].any() else gm for i in range(gk)])
+    cut = gk // 2
+    row_blocks = ((0, cut, int(first[:cut].min()), gm), (cut, gk, int(first[cut:].min()), gm))
     cases = {
         "matmul": [("", [r(gn, gk), r(gk, gm), _nan((gn, gm), dt)], [2])],
         "linear_act": [
@@ -140,6 +150,10 @@ def op_cases(rng, dt, s):
         ],
         "matmul_nt": [("", [r(gn, gm), r(gk, gm), _nan((gn, gk), dt)], [2])],
         "matmul_tn_acc": [("", [r(gn, gk), r(gn, gm), r(gk, gm)], [2])],
+        # the CPU runs a block plan (rows >= 16 engage it); the GPU runs dense on the masked weight
+        "masked_linear_act": [("", [r(20, gk), wm, r(gm), col_blocks, 1, 0.0, _nan((20, gm), dt)], [6])],
+        "masked_matmul_nt": [("", [r(20, gm), wm, row_blocks, _nan((20, gk), dt)], [3])],
+        "masked_matmul_tn_acc": [("", [r(20, gk), r(20, gm), mask, col_blocks, r(gk, gm)], [4])],
         "bias_act": [(f"code={c}", [r(n, d, scale=2.0), r(d), c, a], [0]) for c, a in ACTS],
         "bias_act_bwd": [
             (f"code={c}", [r(n, d), _act_output(rng, (n, d), dt, c, a), c, a, _nan((n, d), dt), r(d)], [4, 5])

@@ -24,7 +24,7 @@ from ..kernels import backend_of
 from ..kernels._scalar import ACT_IDENTITY
 from .activations import activation_code
 
-__all__ = ["made_degrees", "MaskedLinear", "MADE"]
+__all__ = ["made_degrees", "block_plan", "MaskedLinear", "MADE"]
 
 
 def _input_degrees(dim, order, rng):
@@ -62,9 +62,76 @@ def made_degrees(dim, hidden, order="natural", hidden_degrees="sequential", rng=
             deg = rng.integers(low, dim, size=width)
         else:
             raise ConfigError(f"hidden_degrees must be sequential or random, got {hidden_degrees!r}")
-        layers.append(deg.astype(np.int64))
+        # units sorted by degree: the masks become staircases, whose zero blocks the CPU GEMMs skip
+        layers.append(np.sort(deg).astype(np.int64))
         low = int(deg.min())
     return d_in, layers
+
+
+#: block edges are multiples of this (SIMD-friendly widths for BLAS); at most _MAX_BLOCKS blocks
+_ALIGN = 16
+_MAX_BLOCKS = 4
+
+
+def _segments(mask):
+    """Column blocks (c0, c1, r0, r1) of a (K, M) 0/1 mask covering every nonzero, or None.
+
+    Columns are cut into at most _MAX_BLOCKS runs at multiples of _ALIGN; each run keeps the
+    aligned row range spanning its nonzeros. The cuts minimise the rectangles' area (dynamic
+    programming over the cut points); None when that saves less than a fifth of the dense area.
+    """
+    k, m = mask.shape
+    nz = mask != 0
+    any_col = nz.any(axis=0)
+    lo = np.where(any_col, nz.argmax(axis=0), k)
+    hi = np.where(any_col, k - nz[::-1].argmax(axis=0), 0)
+    cuts = list(range(0, m, _ALIGN)) + [m]
+
+    def rect(a, b):
+        c0, c1 = cuts[a], cuts[b]
+        r0, r1 = lo[c0:c1].min(), hi[c0:c1].max()
+        if r1 <= r0:
+            return 0, 0, 0
+        r0 = (r0 // _ALIGN) * _ALIGN
+        r1 = min(k, -(-r1 // _ALIGN) * _ALIGN)
+        return (r1 - r0) * (c1 - c0), int(r0), int(r1)
+
+    n = len(cuts) - 1
+    inf = float("inf")
+    best = [[inf] * (n + 1) for _ in range(_MAX_BLOCKS + 1)]  # best[g][b]: cuts[0:b] in g blocks
+    back = [[0] * (n + 1) for _ in range(_MAX_BLOCKS + 1)]
+    best[0][0] = 0
+    for g in range(1, _MAX_BLOCKS + 1):
+        for b in range(1, n + 1):
+            for a in range(b):
+                c = best[g - 1][a] + rect(a, b)[0]
+                if c < best[g][b]:
+                    best[g][b], back[g][b] = c, a
+    g = min(range(1, _MAX_BLOCKS + 1), key=lambda i: best[i][n])
+    if best[g][n] > 0.8 * k * m:
+        return None
+    blocks, b = [], n
+    while b > 0:
+        a = back[g][b]
+        _, r0, r1 = rect(a, b)
+        blocks.append((cuts[a], cuts[b], r0, r1))
+        b, g = a, g - 1
+    return tuple(reversed(blocks))
+
+
+def block_plan(mask):
+    """(column blocks, row blocks) of a (K, M) weight mask for the CPU's block-sparse GEMMs.
+
+    Column block (c0, c1, r0, r1): columns c0:c1 are zero outside rows r0:r1 (the forward
+    product and the weight gradient); row block (r0, r1, c0, c1): rows r0:r1 are zero outside
+    columns c0:c1 (the input gradient). Either is None where blocks would not pay. With MADE's
+    degree-sorted units the masks are staircases: at D=8, 128 hidden units, the hidden layer's
+    four blocks hold 72% of the dense area.
+    """
+    mask = np.asarray(mask)
+    col = _segments(mask)
+    row = _segments(mask.T)
+    return col, row
 
 
 class MaskedCache(NamedTuple):
@@ -97,6 +164,10 @@ class MaskedLinear(Module):
         self.weight = Parameter(np.ascontiguousarray(w * mask, dtype=dtype))
         self.bias = Parameter(np.zeros(self.out_features, dtype=dtype))
         self.mask = Buffer(mask.astype(dtype))
+        self._after_load()
+
+    def _after_load(self):
+        self._col_blocks, self._row_blocks = block_plan(backend_of(self.mask.data).to_host(self.mask.data))
 
     def forward(self, x, need_grad=True):
         """(N, in) -> ((N, out), cache)."""
@@ -106,11 +177,13 @@ class MaskedLinear(Module):
         w = ops.empty(self.weight.data.shape, x.dtype)
         ops.mask_mul(self.weight.data, self.mask.data, w)
         y = ops.empty((x.shape[0], self.out_features), x.dtype)
-        ops.linear_act(x, w, self.bias.data, self.act_code, self.alpha, y)
+        ops.masked_linear_act(x, w, self.bias.data, self._col_blocks, self.act_code, self.alpha, y)
         return y, (MaskedCache(x, y, w) if need_grad else None)
 
     def backward(self, dy, cache, need_input_grad=True):
-        """dh = dy phi'; db += sum_n dh; dW += (x^T dh) * M; returns dx = dh (W * M)^T."""
+        """dh = dy phi'; db += sum_n dh; dW += (x^T dh) * M; returns dx = dh (W * M)^T.
+
+        The products skip the weight's zero rectangles on the CPU (``block_plan``)."""
         x, y, w = cache
         ops = backend_of(dy)
         if self.act_code == ACT_IDENTITY:
@@ -119,13 +192,11 @@ class MaskedLinear(Module):
         else:
             dh = ops.empty(y.shape, y.dtype)
             ops.bias_act_bwd(dy, y, self.act_code, self.alpha, dh, self.bias.grad)
-        dw = ops.zeros(w.shape, w.dtype)
-        ops.matmul_tn_acc(x, dh, dw)
-        ops.mask_mul_acc(dw, self.mask.data, self.weight.grad)
+        ops.masked_matmul_tn_acc(x, dh, self.mask.data, self._col_blocks, self.weight.grad)
         if not need_input_grad:
             return None
         dx = ops.empty(x.shape, x.dtype)
-        ops.matmul_nt(dh, w, dx)
+        ops.masked_matmul_nt(dh, w, self._row_blocks, dx)
         return dx
 
 

@@ -22,6 +22,9 @@ from .dense import (
     matmul,
     matmul_nt,
     matmul_tn_acc,
+    masked_linear_act,
+    masked_matmul_nt,
+    masked_matmul_tn_acc,
     scatter_add_cols,
 )
 from .elementwise import (
@@ -97,6 +100,9 @@ __all__ = [
     "matmul",
     "matmul_nt",
     "matmul_tn_acc",
+    "masked_linear_act",
+    "masked_matmul_nt",
+    "masked_matmul_tn_acc",
     "scatter_add_cols",
     "diag_affine",
     "diag_affine_bwd",

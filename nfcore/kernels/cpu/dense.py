@@ -8,6 +8,8 @@ import numpy as np
 from numba import njit
 
 from .._scalar import act_fwd, act_vjp
+from .elementwise import mask_mul_acc
+from .memory import pooled_empty
 
 _jit = njit(cache=True, error_model="numpy")
 
@@ -16,6 +18,9 @@ __all__ = [
     "matmul",
     "matmul_nt",
     "matmul_tn_acc",
+    "masked_linear_act",
+    "masked_matmul_nt",
+    "masked_matmul_tn_acc",
     "bias_act",
     "bias_act_bwd",
     "colsum_acc",
@@ -134,3 +139,53 @@ def scatter_add_cols(src, idx, out):
     for i in range(n):
         for j in range(k):
             out[i, idx[j]] += src[i, j]
+
+
+# -- block-sparse GEMMs for masked weights (MADE) ------------------------------------------------
+# A plan lists rectangles that hold every nonzero of a masked weight w (K, M):
+#   column blocks (c0, c1, r0, r1): columns c0:c1 of w are zero outside rows r0:r1;
+#   row blocks    (r0, r1, c0, c1): rows r0:r1 of w are zero outside columns c0:c1.
+# Each rectangle is one BLAS call on strided views (numpy passes views with a unit inner
+# stride straight to BLAS, out= included), so no copy is made. ``nfcore.nn.made.block_plan``
+# builds the plans; None means dense.
+
+_BLOCK_MIN_ROWS = 16  # below this the extra calls cost more than the multiply-adds they save
+
+
+def masked_linear_act(x, w, b, col_blocks, code, alpha, out):
+    """out = phi(x @ w + b), touching only the column blocks' rectangles of w."""
+    if col_blocks is None or x.shape[0] < _BLOCK_MIN_ROWS:
+        linear_act(x, w, b, code, alpha, out)
+        return
+    for c0, c1, r0, r1 in col_blocks:
+        if r1 > r0:
+            np.matmul(x[:, r0:r1], w[r0:r1, c0:c1], out=out[:, c0:c1])
+        else:
+            out[:, c0:c1] = 0
+    _bias_act(out, b, code, out.dtype.type(alpha))
+
+
+def masked_matmul_nt(a, w, row_blocks, out):
+    """out = a @ w.T, (N, M) @ (K, M).T -> (N, K), touching only the row blocks' rectangles."""
+    if row_blocks is None or a.shape[0] < _BLOCK_MIN_ROWS:
+        matmul_nt(a, w, out)
+        return
+    for r0, r1, c0, c1 in row_blocks:
+        if c1 > c0:
+            np.matmul(a[:, c0:c1], w[r0:r1, c0:c1].T, out=out[:, r0:r1])
+        else:
+            out[:, r0:r1] = 0
+
+
+def masked_matmul_tn_acc(a, b, mask, col_blocks, out):
+    """out += (a.T @ b) * mask: a masked weight's gradient, the products only on the column
+    blocks' rectangles (the plan covers every nonzero of the mask)."""
+    tmp = pooled_empty(out.shape, out.dtype)
+    if col_blocks is None or a.shape[0] < _BLOCK_MIN_ROWS:
+        np.matmul(a.T, b, out=tmp)
+    else:
+        tmp.fill(0)
+        for c0, c1, r0, r1 in col_blocks:
+            if r1 > r0:
+                np.matmul(a[:, r0:r1].T, b[:, c0:c1], out=tmp[r0:r1, c0:c1])
+    mask_mul_acc(tmp, mask, out)

@@ -47,6 +47,9 @@ from .dense import (
     matmul,
     matmul_nt,
     matmul_tn_acc,
+    masked_linear_act,
+    masked_matmul_nt,
+    masked_matmul_tn_acc,
     scatter_add_cols,
 )
 from .elementwise import (
@@ -121,6 +124,9 @@ __all__ = [
     "matmul",
     "matmul_nt",
     "matmul_tn_acc",
+    "masked_linear_act",
+    "masked_matmul_nt",
+    "masked_matmul_tn_acc",
     "scatter_add_cols",
     "diag_affine",
     "diag_affine_bwd",

@@ -25,6 +25,9 @@ __all__ = [
     "matmul",
     "matmul_nt",
     "matmul_tn_acc",
+    "masked_linear_act",
+    "masked_matmul_nt",
+    "masked_matmul_tn_acc",
     "bias_act",
     "bias_act_bwd",
     "colsum_acc",
@@ -139,6 +142,24 @@ def matmul_nt(a, b, out):
 def matmul_tn_acc(a, b, out):
     """out += a.T @ b, (N, K).T @ (N, M) -> (K, M): the weight gradient, accumulated."""
     _gemm(a, b, out, True, False, True)
+
+
+def masked_linear_act(x, w, b, col_blocks, code, alpha, out):
+    """out = phi(x @ w + b) for a masked w. The CPU twin skips w's zero rectangles (see
+    ``nfcore.kernels.cpu.dense``); here the tiled GEMM runs dense: the masked entries are zeros."""
+    linear_act(x, w, b, code, alpha, out)
+
+
+def masked_matmul_nt(a, w, row_blocks, out):
+    """out = a @ w.T for a masked w (dense here, as ``masked_linear_act``)."""
+    matmul_nt(a, w, out)
+
+
+def masked_matmul_tn_acc(a, b, mask, col_blocks, out):
+    """out += (a.T @ b) * mask: a masked weight's gradient (dense product here, then masked)."""
+    tmp = _pkg.zeros(out.shape, out.dtype)
+    matmul_tn_acc(a, b, tmp)
+    _pkg.mask_mul_acc(tmp, mask, out)
 
 
 # -- bias, activation ------------------------------------------------------------------------
