@@ -19,12 +19,12 @@ from .dense import (
     colsum_acc,
     gather_cols,
     linear_act,
-    matmul,
-    matmul_nt,
-    matmul_tn_acc,
     masked_linear_act,
     masked_matmul_nt,
     masked_matmul_tn_acc,
+    matmul,
+    matmul_nt,
+    matmul_tn_acc,
     scatter_add_cols,
 )
 from .elementwise import (
