@@ -125,3 +125,22 @@ def test_digits_flat_is_a_tabular_dataset(tmp_path, capsys):
     rc, out, _ = _run(["train", "--data", "digits-flat", "--flow", "maf", "--layers", 2, "--hidden", 70, "--epochs", 1,
                        "--out", tmp_path / "d", "--no-plot"], capsys)
     assert rc == 0 and "(1797, 64)" in out
+
+
+def test_family_defaults_of_the_vector_trainer(tmp_path, capsys):
+    """--flow resflow without options: 4 residual blocks on the MADE mixture prior (32 components
+    per conditional); the options still override the family's defaults."""
+    run = tmp_path / "rf"
+    rc, out, _ = _run(["train", "--data", "checkerboard", "--flow", "resflow", "--n-train", 600, "--epochs", 1,
+                       "--hidden", 8, "--prior-hidden", 8, "--out", run, "--no-plot"], capsys)
+    assert rc == 0 and "(600, 2)" in out
+    flow = nfcore.load(run / "model.npz")
+    blocks = [t for t in flow.transform.transforms if type(t).__name__ == "ResidualBlock"]
+    assert len(blocks) == 4
+    assert type(flow.base).__name__ == "AutoregressivePrior" and flow.base.components == 32
+    run = tmp_path / "rf2"
+    rc, out, _ = _run(["train", "--data", "checkerboard", "--flow", "resflow", "--n-train", 600, "--epochs", 1,
+                       "--hidden", 8, "--layers", 2, "--prior", "normal", "--out", run, "--no-plot"], capsys)
+    flow = nfcore.load(run / "model.npz")
+    assert sum(type(t).__name__ == "ResidualBlock" for t in flow.transform.transforms) == 2
+    assert type(flow.base).__name__ != "AutoregressivePrior"
