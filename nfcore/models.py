@@ -25,6 +25,7 @@ Config keys (defaults in ``DEFAULTS``):
                 (None: ``series`` for iresnet, ``roulette`` for resflow); evaluation uses
                 ``exact`` when dim <= 16
     n_terms     residual flows: series terms (iresnet), always-computed terms (resflow)
+    learn_beta  residual flows: every hidden unit (channel) learns its LipSwish beta
     residual    residual hidden blocks in the conditioner (MLP; MAF/IAF: residual MADE blocks)
     mask        ``alternating`` | ``half`` | ``random`` (parity flips every layer)
     order       MAF/IAF variable order: ``alternate`` (natural, reversed, natural, ...),
@@ -94,6 +95,7 @@ DEFAULTS = {
     "coeff": 0.97,
     "logdet": None,
     "n_terms": None,
+    "learn_beta": False,
     "residual": False,
     "mask": "alternating",
     "order": "alternate",
@@ -258,7 +260,8 @@ def _residual_chain(cfg, dtype):
     for _ in range(cfg["layers"]):
         layers.append(ActNorm(cfg["dim"], dtype=dtype))
         layers.append(ResidualBlock(cfg["dim"], hidden=cfg["hidden"], activation=cfg["activation"], coeff=cfg["coeff"],
-                                    logdet=cfg["logdet"], n_terms=cfg["n_terms"], rng=rng, dtype=dtype))
+                                    logdet=cfg["logdet"], n_terms=cfg["n_terms"], learn_beta=cfg["learn_beta"],
+                                    rng=rng, dtype=dtype))
     return layers
 
 
@@ -269,7 +272,8 @@ def _residual_steps(cfg, shape, rng, dtype, before_squeeze):
     for _ in range(cfg["layers"]):
         steps += [ActNorm(shape, dtype=dtype),
                   ConvResidualBlock(shape, hidden=cfg["hidden"], activation=cfg["activation"], coeff=cfg["coeff"],
-                                    logdet=cfg["logdet"], n_terms=cfg["n_terms"], rng=rng, dtype=dtype)]
+                                    logdet=cfg["logdet"], n_terms=cfg["n_terms"], learn_beta=cfg["learn_beta"],
+                                    rng=rng, dtype=dtype)]
     return steps
 
 

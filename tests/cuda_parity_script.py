@@ -70,12 +70,13 @@ FLOWS = {
     "realnvp_image": {"flow": "realnvp", "shape": [4, 4, 1], "layers": 2, "hidden": [3], "dtype": "float64"},
     # residual flows: spectral normalisation, JVP/VJP chains, the series and roulette estimators and their
     # backward (the probes come from each model's own generator, drawn in the same order on both sides)
-    "iresnet": {"flow": "iresnet", "dim": 3, "layers": 2, "hidden": [5], "n_terms": 3, "dtype": "float64"},
+    "iresnet": {"flow": "iresnet", "dim": 3, "layers": 2, "hidden": [5], "n_terms": 3, "learn_beta": True,
+                "dtype": "float64"},
     "resflow": {"flow": "resflow", "dim": 3, "layers": 1, "hidden": [4, 4], "activation": "elu",
                 "dtype": "float64"},
     # the multi-scale image i-ResNet: spectral norms of convolution operators, conv JVP/VJP chains
     "iresnet_image": {"flow": "iresnet", "shape": [4, 4, 1], "layers": 1, "hidden": [3], "n_terms": 2,
-                      "dtype": "float64"},
+                      "learn_beta": True, "dtype": "float64"},
 }
 #: parameter noise of the image flows: their deep conv stacks blow up at the default 0.3
 #: (log-scales saturate, and the simulator's pure-Python exp overflows)
@@ -262,8 +263,9 @@ def _image_cases(rng, dt, r, s):
         "logit_map_bwd": [(f"sign={sg}", [r(n, d), r(n), u(n, d), dt(0.05), sg, _nan((n, d), dt)], [5])
                           for sg in (1, -1)],
         "lu_compose": [("", [*lu, _nan((c, c), dt)], [5])],
-        "act2": [(f"code={code}", [r(n, d, scale=2.0), code, dt(1.3), _nan((n, d), dt), _nan((n, d), dt),
+        "act2": [(f"code={code}", [r(n, d, scale=2.0), code, r(d, scale=1.5), _nan((n, d), dt), _nan((n, d), dt),
                                    _nan((n, d), dt)], [3, 4, 5]) for code in (0, 1)],
+        "lipswish_dbeta": [("", [r(n, d, scale=2.0), r(d, scale=1.5), _nan((n, d), dt), _nan((n, d), dt)], [2, 3])],
         "scale_rows": [("", [r(n, d), r(n), _nan((n, d), dt)], [2])],
         "rowdot_acc": [("", [r(n, d), r(n, d), -0.7, r(n)], [3])],
         "lu_compose_bwd": [(f"rps={rps}", [r(c, c), *lu, r(n), rps, r(c, c), r(c, c), r(c)], [8, 9, 10])

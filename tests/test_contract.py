@@ -96,6 +96,10 @@ FACTORIES = {
     "residual-lipswish": lambda dt: ResidualBlock(D, hidden=[6, 5], logdet="exact", rng=0, dtype=dt),
     "residual-elu": lambda dt: ResidualBlock(D, hidden=[7], activation="elu", logdet="exact", rng=1, dtype=dt),
     "conv-residual": lambda dt: ConvResidualBlock((2, 2, 2), hidden=[3, 3], logdet="exact", rng=2, dtype=dt),
+    "residual-learned-beta": lambda dt: ResidualBlock(D, hidden=[6, 5], logdet="exact", learn_beta=True, rng=5,
+                                                      dtype=dt),
+    "conv-residual-learned-beta": lambda dt: ConvResidualBlock((2, 2, 2), hidden=[3, 3], logdet="exact",
+                                                               learn_beta=True, rng=6, dtype=dt),
     "chain-iresnet-image": lambda dt: _image_chain("iresnet", dt),
     "chain-iresnet": lambda dt: nfcore.build({"flow": "iresnet", "dim": D, "layers": 2, "hidden": [6],
                                               "logdet": "exact", "dtype": np.dtype(dt).name}).transform,
@@ -108,6 +112,7 @@ INPUT_SHAPES = {
     "invconv-lu": (2, 2, 4), "image-affine-channel": (4, 4, 2), "image-affine-checkerboard": (4, 4, 2),
     "image-additive-channel": (2, 2, 4), "logit": (2, 2, 2), "split": (2, 2, 4), "chain-glow": (4, 4, 2),
     "chain-realnvp-multiscale": (4, 4, 2), "conv-residual": (2, 2, 2), "chain-iresnet-image": (4, 4, 2),
+    "conv-residual-learned-beta": (2, 2, 2),
 }
 #: inputs drawn from (0, 1) instead of N(0, 1): the logit map's domain
 UNIT_INPUTS = {"logit"}
@@ -153,6 +158,8 @@ NO_GRADIENT = {
     "residual-elu": {"inverse"},
     "chain-iresnet": {"inverse"},
     "conv-residual": {"inverse"},
+    "residual-learned-beta": {"inverse"},
+    "conv-residual-learned-beta": {"inverse"},
     "chain-iresnet-image": {"inverse"},
 }
 

@@ -58,10 +58,16 @@ def test_lipschitz_below_the_bound():
     assert ratio.max() < np.prod(norms) <= 0.9**3 + 1e-9
 
 
-@pytest.mark.parametrize("activation", ["lipswish", "elu"])
+@pytest.mark.parametrize("activation", ["lipswish", "elu", "lipswish-learned-beta"])
 @pytest.mark.parametrize("mode", ["exact", "series"])
 def test_block_gradients(mode, activation):
-    b = _block(mode, activation, n_terms=4, n_probes=2)
+    """Input and every parameter (the learnable LipSwish betas too: through phi in the output,
+    phi' in J and phi'' in the estimators' chains) through output and log-det."""
+    learn = activation.endswith("beta")
+    b = _block(mode, "lipswish" if learn else activation, n_terms=4, n_probes=2, learn_beta=learn)
+    if learn:
+        assert [n for n, _ in b.named_parameters() if n.startswith("beta")] == ["beta_0", "beta_1"]
+        b.beta_0.data[:] = np.linspace(-1.5, 2.0, 5)  # negative betas are allowed (still 1-Lipschitz)
     x = RNG.normal(size=(4, 3))
     result = gc.check_transform(b, x)
     result.assert_ok(1e-6)
@@ -122,6 +128,7 @@ def test_roulette_is_unbiased_and_its_gradient_matches_the_exact_one():
     want = np.concatenate([p.grad.ravel() for p in ref.parameters()])
     b = _block("roulette", n_terms=2, n_probes=1)
     b.frozen_probes = None
+    assert len(b.parameters()) == len(ref.parameters())
     lds, grads = [], []
     for _ in range(600):
         _, ld, cache = b.forward(x)
@@ -144,6 +151,33 @@ def test_relu_and_bad_settings_are_refused():
         ResidualBlock(2, coeff=1.2)
     with pytest.raises(ConfigError):
         ResidualBlock(2, logdet="taylor")
+    with pytest.raises(ConfigError, match="lipswish"):
+        ResidualBlock(2, activation="elu", learn_beta=True)
+
+
+def test_lipswish_is_1_lipschitz_for_every_beta():
+    """The slope of h sigmoid(beta h) / 1.1 depends on beta h alone: below 1 for any beta."""
+    from nfcore.kernels import cpu
+
+    h = np.linspace(-30, 30, 20001)[:, None] * np.ones((1, 5))
+    beta = np.array([-3.0, -0.5, 0.0, 0.7, 4.0])
+    a, d1, d2 = (np.empty_like(h) for _ in range(3))
+    cpu.act2(h, 1, beta, a, d1, d2)
+    assert np.all(np.abs(d1) < 1.0) and np.abs(d1).max() > 0.99
+    p, q = np.empty_like(h), np.empty_like(h)
+    cpu.lipswish_dbeta(h[:50], beta, p[:50], q[:50])
+    eps = 1e-6
+    for j in range(5):  # the beta derivatives against central differences
+        hp, hm = h[:50], h[:50]
+        bp, bm = beta.copy(), beta.copy()
+        bp[j] += eps
+        bm[j] -= eps
+        ap, d1p, _ = (np.empty_like(hp) for _ in range(3))
+        am, d1m, _ = (np.empty_like(hm) for _ in range(3))
+        cpu.act2(hp, 1, bp, ap, d1p, np.empty_like(hp))
+        cpu.act2(hm, 1, bm, am, d1m, np.empty_like(hm))
+        np.testing.assert_allclose(p[:50, j], (ap - am)[:, j] / (2 * eps), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(q[:50, j], (d1p - d1m)[:, j] / (2 * eps), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("flow", ["iresnet", "resflow"])

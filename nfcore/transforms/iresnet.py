@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..core.module import Parameter
 from ..core.transform import Transform
 from ..errors import ConfigError, GradientNotAvailable, InverseNotAvailable, ShapeError
 from ..kernels import backend_of
@@ -47,6 +48,7 @@ class _Pass(NamedTuple):
     acts: tuple  # a_l, l = 1..L-1
     d1: tuple  # phi'(h_l)
     d2: tuple  # phi''(h_l)
+    db: tuple  # learnable beta: (d phi/d beta, d phi'/d beta) at h_l; else empty
 
 
 class ResidualCache(NamedTuple):
@@ -63,6 +65,10 @@ class ResidualBlock(Transform):
         dim: D. hidden: hidden widths of g (e.g. [128, 128]).
         activation: ``lipswish`` (x sigmoid(beta x) / 1.1) or ``elu``; ``relu`` is refused
             (its second derivative is 0, so the trainable log-det would have no x-gradient).
+        beta, learn_beta: LipSwish's beta (its start value), and whether each hidden unit
+            (channel, for images) learns its own (Residual Flows' learnable LipSwish). Every beta,
+            negative ones too, keeps the activation 1-Lipschitz: its slope is a function of
+            beta h alone, at most 1.0998 / 1.1.
         coeff: c, the spectral bound of every weight.
         logdet: ``exact`` | ``series`` | ``roulette`` (training); ``eval_logdet`` is used in
             evaluation mode (default ``exact`` when D <= 16, else the training estimator).
@@ -79,7 +85,8 @@ class ResidualBlock(Transform):
 
     def __init__(self, dim, hidden=(64, 64), activation="lipswish", coeff=0.97, logdet="series", n_terms=5,
                  n_probes=1, probe="gaussian", roulette_p=0.5, eval_logdet=None, n_power_iterations=1, beta=1.0,
-                 tol=None, max_iter=2000, on_nonconvergence="raise", zero_last=False, rng=None, dtype=np.float64):
+                 learn_beta=False, tol=None, max_iter=2000, on_nonconvergence="raise", zero_last=False, rng=None,
+                 dtype=np.float64):
         if activation == "relu":
             raise ConfigError("ReLU is refused in a residual block: its second derivative vanishes, so the "
                               "log-det estimators' gradients would miss every x-dependence; use lipswish or elu")
@@ -92,6 +99,8 @@ class ResidualBlock(Transform):
             raise ConfigError(f"probe must be gaussian or rademacher, got {probe!r}")
         if on_nonconvergence not in ("raise", "warn"):
             raise ConfigError(f"on_nonconvergence must be raise or warn, got {on_nonconvergence!r}")
+        if learn_beta and activation != "lipswish":
+            raise ConfigError("learn_beta needs the lipswish activation")
         if not 0 < coeff < 1:
             raise ConfigError(f"coeff must be in (0, 1) for an invertible block, got {coeff}")
         rng = np.random.default_rng(rng)
@@ -110,6 +119,11 @@ class ResidualBlock(Transform):
         self.on_nonconvergence = on_nonconvergence
         self.last_iterations = None
         self.layers = self._build_layers([int(h) for h in hidden], coeff, n_power_iterations, zero_last, rng, dtype)
+        widths = [layer.bias.data.shape[0] for layer in self.layers[:-1]]
+        self.learn_beta = bool(learn_beta)
+        for i, w in enumerate(widths if self.learn_beta else []):  # parameters beta_0, beta_1, ...
+            setattr(self, f"beta_{i}", Parameter(np.full(w, self.beta, dtype=dtype)))
+        self._beta_const = {}  # fixed beta: one (width,) array per (layer, dtype, backend)
         self._probe_rng = np.random.default_rng(rng.integers(2**63))
         # a seed (every call draws the same probes: gradient checks), or explicit probes (m, D)
         # (sqrt(D) times the identity gives the exact traces: the series' truncation bias alone)
@@ -162,10 +176,21 @@ class ResidualBlock(Transform):
         return backend_of(v).reshape(v, like.shape)
 
     # -- g and its derivatives ---------------------------------------------------------------
-    def _g(self, x, update):
-        """One pass of g: (g(x), _Pass)."""
+    def _beta(self, i, h):
+        """LipSwish's beta of hidden layer i, one value per column of h's 2-D view."""
+        if self.learn_beta:
+            return getattr(self, f"beta_{i}").data
+        ops = backend_of(h)
+        width = h.shape[h.ndim - 1]
+        key = (i, np.dtype(h.dtype).str, ops.name)
+        if key not in self._beta_const:
+            self._beta_const[key] = ops.asarray(np.full(width, self.beta, dtype=h.dtype))
+        return self._beta_const[key]
+
+    def _g(self, x, update, need_grad=False):
+        """One pass of g: (g(x), _Pass); need_grad keeps what a learnable beta's gradient needs."""
         ops = backend_of(x)
-        weights, sns, acts, d1s, d2s = [], [], [], [], []
+        weights, sns, acts, d1s, d2s, dbs = [], [], [], [], [], []
         a = x
         for i, layer in enumerate(self.layers):
             wt, sn = layer.normalized(update)
@@ -173,9 +198,14 @@ class ResidualBlock(Transform):
             sns.append(sn)
             h = self._pre(i, a, wt, layer.bias.data)
             if i == len(self.layers) - 1:
-                return h, _Pass(x, tuple(weights), tuple(sns), tuple(acts), tuple(d1s), tuple(d2s))
+                return h, _Pass(x, tuple(weights), tuple(sns), tuple(acts), tuple(d1s), tuple(d2s), tuple(dbs))
             a, d1, d2 = (ops.empty(h.shape, h.dtype) for _ in range(3))
-            ops.act2(self._2d(h), self.act_code, x.dtype.type(self.beta), self._2d(a), self._2d(d1), self._2d(d2))
+            beta = self._beta(i, h)
+            ops.act2(self._2d(h), self.act_code, beta, self._2d(a), self._2d(d1), self._2d(d2))
+            if self.learn_beta and need_grad:
+                p, q = ops.empty(h.shape, h.dtype), ops.empty(h.shape, h.dtype)
+                ops.lipswish_dbeta(self._2d(h), beta, self._2d(p), self._2d(q))
+                dbs.append((p, q))
             acts.append(a)
             d1s.append(d1)
             d2s.append(d2)
@@ -215,8 +245,11 @@ class ResidualBlock(Transform):
             dt = ops.empty(ds.shape, ds.dtype)
             ops.mask_mul(self._2d(ds), self._2d(fp.d1[i]), self._2d(dt))
             tmp = ops.empty(ds.shape, ds.dtype)
-            ops.mask_mul(self._2d(ds), self._2d(ts[i]), self._2d(tmp))
+            ops.mask_mul(self._2d(ds), self._2d(ts[i]), self._2d(tmp))  # d(u^T J v) / d phi'(h_i)
             ops.mask_mul_acc(self._2d(tmp), self._2d(fp.d2[i]), self._2d(dh[i]))
+            if fp.db:
+                ops.mask_mul(self._2d(tmp), self._2d(fp.db[i][1]), self._2d(tmp))
+                ops.colsum_acc(self._2d(tmp), getattr(self, f"beta_{i}").grad)
             self._wgrad(i, ss[i], dt, dw[i])
             if i > 0:
                 ds = self._lin_t(i, dt, fp.weights[i])
@@ -231,6 +264,9 @@ class ResidualBlock(Transform):
             layer = self.layers[i]
             if i < last:
                 g = ops.empty(dh.shape, dh.dtype)
+                if fp.db:  # dh is d/d a_i here: beta_i's share through a_i = phi(h_i; beta_i)
+                    ops.mask_mul(self._2d(dh), self._2d(fp.db[i][0]), self._2d(g))
+                    ops.colsum_acc(self._2d(g), getattr(self, f"beta_{i}").grad)
                 ops.mask_mul(self._2d(dh), self._2d(fp.d1[i]), self._2d(g))
                 ops.iadd(g, dh_extra[i])
                 dh = g
@@ -349,7 +385,7 @@ class ResidualBlock(Transform):
     def forward(self, x, context=None, need_grad=True):
         self._check(x, "ResidualBlock")
         ops = backend_of(x)
-        g, fp = self._g(x, update=self.training and need_grad)
+        g, fp = self._g(x, update=self.training and need_grad, need_grad=need_grad)
         y = ops.copy(x)
         ops.iadd(y, g)
         mode = self._mode()
@@ -409,7 +445,7 @@ class ResidualBlock(Transform):
         return out
 
     def config(self):
-        return {"type": "ResidualBlock", "dim": self.dim, "logdet": self.logdet}
+        return {"type": "ResidualBlock", "dim": self.dim, "logdet": self.logdet, "learn_beta": self.learn_beta}
 
 
 class ConvResidualBlock(ResidualBlock):

@@ -53,7 +53,7 @@ from .image import (
 )
 from .memory import pooled_empty
 from .mixture import mog_logprob, mog_logprob_bwd, mog_sample
-from .residual import act2, rowdot_acc, scale_rows
+from .residual import act2, lipswish_dbeta, rowdot_acc, scale_rows
 
 __all__ = [
     "name",
@@ -80,6 +80,7 @@ __all__ = [
     "lu_compose",
     "lu_compose_bwd",
     "act2",
+    "lipswish_dbeta",
     "scale_rows",
     "rowdot_acc",
     "mog_logprob",

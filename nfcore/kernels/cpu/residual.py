@@ -8,11 +8,11 @@ activation and both derivatives in one pass. Codes: 0 ELU, 1 LipSwish
 
 from numba import njit
 
-from .._rows import act2_element
+from .._rows import act2_element, lipswish_dbeta_element
 
 _jit = njit(cache=True, error_model="numpy")
 
-__all__ = ["act2", "scale_rows", "rowdot_acc"]
+__all__ = ["act2", "lipswish_dbeta", "scale_rows", "rowdot_acc"]
 
 LIP_ELU = 0
 LIP_SWISH = 1
@@ -20,10 +20,18 @@ LIP_SWISH = 1
 
 @_jit
 def act2(h, code, beta, a, d1, d2):
-    """a = phi(h), d1 = phi'(h), d2 = phi''(h), element-wise over (N, M)."""
+    """a = phi(h), d1 = phi'(h), d2 = phi''(h), element-wise over (N, M); beta (M,) per column."""
     for i in range(h.shape[0]):
         for j in range(h.shape[1]):
             act2_element(h, code, beta, a, d1, d2, i, j)
+
+
+@_jit
+def lipswish_dbeta(h, beta, p, q):
+    """p = d phi/d beta, q = d phi'/d beta of LipSwish over (N, M): a learnable beta's gradient."""
+    for i in range(h.shape[0]):
+        for j in range(h.shape[1]):
+            lipswish_dbeta_element(h, beta, p, q, i, j)
 
 
 @_jit

@@ -77,7 +77,7 @@ from .image import (
     unsqueeze2x2,
 )
 from .mixture import mog_logprob, mog_logprob_bwd, mog_sample
-from .residual import act2, rowdot_acc, scale_rows
+from .residual import act2, lipswish_dbeta, rowdot_acc, scale_rows
 
 __all__ = [
     "name",
@@ -104,6 +104,7 @@ __all__ = [
     "lu_compose",
     "lu_compose_bwd",
     "act2",
+    "lipswish_dbeta",
     "scale_rows",
     "rowdot_acc",
     "mog_logprob",

@@ -8,8 +8,9 @@ from .. import _rows
 from .._scalar import for_cuda
 
 act2_element = for_cuda(_rows.act2_element)
+lipswish_dbeta_element = for_cuda(_rows.lipswish_dbeta_element)
 
-__all__ = ["act2", "scale_rows", "rowdot_acc"]
+__all__ = ["act2", "lipswish_dbeta", "scale_rows", "rowdot_acc"]
 
 _pkg = sys.modules[__package__]
 
@@ -25,6 +26,19 @@ def _act2_kernel(h, code, beta, a, d1, d2):
 def act2(h, code, beta, a, d1, d2):
     """a = phi(h), d1 = phi'(h), d2 = phi''(h) (see the CPU twin)."""
     _act2_kernel[_pkg._grid(h.size)](h, code, beta, a, d1, d2)
+
+
+@cuda.jit(cache=True)
+def _lipswish_dbeta_kernel(h, beta, p, q):
+    t = cuda.grid(1)
+    m = h.shape[1]
+    if t < h.shape[0] * m:
+        lipswish_dbeta_element(h, beta, p, q, t // m, t % m)
+
+
+def lipswish_dbeta(h, beta, p, q):
+    """p = d phi/d beta, q = d phi'/d beta of LipSwish (see the CPU twin)."""
+    _lipswish_dbeta_kernel[_pkg._grid(h.size)](h, beta, p, q)
 
 
 @cuda.jit(cache=True)
