@@ -48,7 +48,11 @@ def _env(simulate):
     return env
 
 
-def _run(args, simulate, timeout=600):
+#: the simulator run takes ~5 min on two quiet cores; a busy machine has taken over 10
+SIM_TIMEOUT = 1800
+
+
+def _run(args, simulate, timeout=SIM_TIMEOUT):
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), *args],
         cwd=ROOT,
