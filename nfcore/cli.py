@@ -100,6 +100,13 @@ _VECTOR_DEFAULTS = {
 }
 
 
+def _fill_defaults(args, **defaults):
+    """Set the options left at None (not given; 0 stays 0 and is refused downstream)."""
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
+
 def cmd_train(args, out=print):
     from . import models
     from .data import ENTROPY, IMAGE_DATASETS, TOY_DENSITIES, load_data, sample_toy, standardization
@@ -117,14 +124,10 @@ def cmd_train(args, out=print):
         )
     if args.flow == "glow" or args.data in IMAGE_DATASETS or args.levels is not None:
         return _train_images(args, out)
-    for key, value in _VECTOR_DEFAULTS.get(args.flow, {}).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    _fill_defaults(args, **_VECTOR_DEFAULTS.get(args.flow, {}))
     if args.hidden is None:
         args.hidden = 64
-    args.layers = args.layers or 8
-    args.epochs = args.epochs or 40
-    args.n_train = args.n_train or 20_000
+    _fill_defaults(args, layers=8, epochs=40, n_train=20_000)
     args.batch_size = args.batch_size or 256
     args.lr = args.lr or 2e-3
     data = load_data(args.data, n=args.n_train, seed=args.seed)
@@ -184,8 +187,7 @@ def _train_images(args, out):
 
     if args.flow not in ("glow", "realnvp"):
         raise ConfigError(f"--flow {args.flow} takes vectors; image data work with --flow glow or realnvp")
-    args.layers = args.layers or 8
-    args.epochs = args.epochs or 40
+    _fill_defaults(args, layers=8, epochs=40)
     val = test = None
     if args.data == "digits":
         images, levels = load_digit_images("train"), 17
