@@ -201,6 +201,7 @@ def _train_images(args, out):
         "flow": args.flow, "shape": list(images.shape[1:]), "levels": levels, "layers": args.layers,
         "scales": args.scales, "hidden": [hidden] * args.depth, "dtype": args.dtype, "seed": args.seed,
         "base": "diag" if args.prior == "auto" else args.prior,
+        "prior_components": args.prior_components, "prior_hidden": [args.prior_hidden] * 2,
     }
     flow = models.build(config)
     if args.device != "cpu":

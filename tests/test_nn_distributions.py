@@ -220,23 +220,27 @@ def test_autoregressive_prior_fast_sampling_equals_naive(components):
     np.testing.assert_allclose(fast, naive, rtol=0, atol=1e-12)
 
 
-def test_made_block_sparse_path_equals_dense(rng):
+@pytest.mark.parametrize("kw", [{"order": "reversed"},
+                                {"order": "random", "hidden_degrees": "random", "residual": True, "context_dim": 3}])
+def test_made_block_sparse_path_equals_dense(kw, rng):
     """A MADE large enough for the CPU's block-sparse GEMMs (and a batch above their row
     threshold) gives the outputs, input gradient and weight gradients of the dense path, and its
-    exact Jacobian stays strictly triangular in the order."""
+    exact Jacobian stays strictly triangular in the order (also with random degrees, residual
+    blocks and context inputs)."""
     from nfcore.nn import MADE
 
-    made = MADE(6, [80, 80], params_per_dim=2, order="reversed", rng=1)
+    made = MADE(6, [80, 80], params_per_dim=2, rng=1, **kw)
     gc.randomize_parameters(made, seed=2)
     assert made.layers[1]._col_blocks is not None and made.layers[1]._row_blocks is not None
     x = rng.normal(size=(24, 6))
+    ctx = rng.normal(size=(24, 3)) if kw.get("context_dim") else None
     dy = rng.normal(size=(24, 12))
 
     def run():
         made.zero_grad()
-        y, cache = made.forward(x)
+        y, cache = made.forward(x, ctx)
         dx = made.backward(dy, cache)
-        return y, dx, [layer.weight.grad.copy() for layer in made.layers]
+        return [y, dx] + [layer.weight.grad.copy() for layer in made.layers]
 
     blocked = run()
     plans = [(layer._col_blocks, layer._row_blocks) for layer in made.layers]
@@ -245,10 +249,10 @@ def test_made_block_sparse_path_equals_dense(rng):
     dense = run()
     for layer, (c, r) in zip(made.layers, plans):
         layer._col_blocks, layer._row_blocks = c, r
-    for a, b in zip(blocked[:2] + tuple(blocked[2]), dense[:2] + tuple(dense[2])):
+    for a, b in zip(blocked, dense):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
     pos = _order_positions(made)
-    _, cache = made.forward(x)
+    _, cache = made.forward(x, ctx)
     for o in range(12):
         e = np.zeros((24, 12))
         e[:, o] = 1.0

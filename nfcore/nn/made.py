@@ -46,8 +46,9 @@ def _input_degrees(dim, order, rng):
 def made_degrees(dim, hidden, order="natural", hidden_degrees="sequential", rng=None):
     """(input degrees (D,), [hidden degrees per layer]) of a MADE.
 
-    hidden_degrees: ``sequential`` (unit k gets k mod (D-1) + 1) or ``random`` (uniform in
-    [smallest degree of the layer below, D - 1]).
+    hidden_degrees: ``sequential`` (the degrees k mod (D-1) + 1, k = 0..width-1) or ``random``
+    (uniform in [smallest degree of the layer below, D - 1]); either way each layer's units are
+    returned sorted by degree.
     """
     if dim < 2:
         raise ConfigError(f"an autoregressive network needs dim >= 2, got {dim}")

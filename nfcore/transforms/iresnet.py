@@ -182,7 +182,7 @@ class ResidualBlock(Transform):
             return getattr(self, f"beta_{i}").data
         ops = backend_of(h)
         width = h.shape[h.ndim - 1]
-        key = (i, np.dtype(h.dtype).str, ops.name)
+        key = (i, self.beta, np.dtype(h.dtype).str, ops.name)
         if key not in self._beta_const:
             self._beta_const[key] = ops.asarray(np.full(width, self.beta, dtype=h.dtype))
         return self._beta_const[key]
@@ -492,4 +492,5 @@ class ConvResidualBlock(ResidualBlock):
         check_image(x, self.shape, name)
 
     def config(self):
-        return {"type": "ConvResidualBlock", "shape": list(self.shape), "logdet": self.logdet}
+        return {"type": "ConvResidualBlock", "shape": list(self.shape), "logdet": self.logdet,
+                "learn_beta": self.learn_beta}
