@@ -95,8 +95,8 @@ def _save_array(path, arr):
 #: the MADE mixture prior: blocks with Lip(g) < 1 cannot tear the space apart, so disconnected
 #: data need a multimodal base (measured in benchmarks/RESULTS.md).
 _VECTOR_DEFAULTS = {
-    "maf": {"n_train": 100_000, "epochs": 60},
-    "resflow": {"n_train": 100_000, "layers": 4},
+    "maf": {"n_train": 100_000, "epochs": 60, "prior": "made-mog"},
+    "resflow": {"n_train": 100_000, "layers": 4, "prior": "made-mog"},
 }
 
 
@@ -124,7 +124,10 @@ def cmd_train(args, out=print):
         )
     if args.flow == "glow" or args.data in IMAGE_DATASETS or args.levels is not None:
         return _train_images(args, out)
+    if args.prior == "auto":
+        args.prior = None
     _fill_defaults(args, **_VECTOR_DEFAULTS.get(args.flow, {}))
+    _fill_defaults(args, prior="normal")
     if args.hidden is None:
         args.hidden = 64
     _fill_defaults(args, layers=8, epochs=40, n_train=20_000)
@@ -135,7 +138,7 @@ def cmd_train(args, out=print):
     config = {
         "flow": args.flow, "dim": data.shape[1], "layers": args.layers, "hidden": [args.hidden] * args.depth,
         "dtype": args.dtype, "seed": args.seed,
-        "base": args.prior if args.prior != "auto" else ("made-mog" if args.flow in ("maf", "resflow") else "normal"),
+        "base": args.prior,
         "prior_components": args.prior_components, "prior_hidden": [args.prior_hidden] * 2,
         "standardize": {"mean": mean.tolist(), "std": std.tolist()},
     }

@@ -180,12 +180,13 @@ def masked_matmul_nt(a, w, row_blocks, out):
 def masked_matmul_tn_acc(a, b, mask, col_blocks, out):
     """out += (a.T @ b) * mask: a masked weight's gradient, the products only on the column
     blocks' rectangles (the plan covers every nonzero of the mask)."""
-    tmp = pooled_empty(out.shape, out.dtype)
     if col_blocks is None or a.shape[0] < _BLOCK_MIN_ROWS:
+        tmp = pooled_empty(out.shape, out.dtype)
         np.matmul(a.T, b, out=tmp)
-    else:
-        tmp.fill(0)
-        for c0, c1, r0, r1 in col_blocks:
-            if r1 > r0:
-                np.matmul(a[:, r0:r1].T, b[:, c0:c1], out=tmp[r0:r1, c0:c1])
-    mask_mul_acc(tmp, mask, out)
+        mask_mul_acc(tmp, mask, out)
+        return
+    for c0, c1, r0, r1 in col_blocks:
+        if r1 > r0:
+            tmp = pooled_empty((r1 - r0, c1 - c0), out.dtype)
+            np.matmul(a[:, r0:r1].T, b[:, c0:c1], out=tmp)
+            mask_mul_acc(tmp, mask[r0:r1, c0:c1], out[r0:r1, c0:c1])
