@@ -6,9 +6,13 @@ GEMM + kernel pair); the GEMMs run on numpy's BLAS, whose threads use every core
 module sets that BLAS thread count. Nothing is changed at import time.
 """
 
+import os
+
 from .errors import ConfigError
 
-__all__ = ["set_num_threads", "get_num_threads"]
+__all__ = ["set_num_threads", "get_num_threads", "blas_threads"]
+
+_cached = None  # the BLAS thread count the CPU ops plan with (blas_threads)
 
 
 def _threadpoolctl():
@@ -28,6 +32,8 @@ def set_num_threads(n):
     if n < 1:
         raise ConfigError(f"number of threads must be >= 1, got {n}")
     _threadpoolctl().threadpool_limits(limits=n, user_api="blas")
+    global _cached
+    _cached = n
 
 
 def get_num_threads():
@@ -38,3 +44,18 @@ def get_num_threads():
         return None
     counts = [d["num_threads"] for d in info if d.get("user_api") == "blas"]
     return max(counts) if counts else None
+
+
+def blas_threads(refresh=False):
+    """The BLAS thread count the CPU ops plan with (cached: read once, then kept in step with
+    ``set_num_threads``; pass ``refresh=True`` after changing it some other way, e.g. with
+    threadpoolctl). It only steers speed: MADE's block-sparse GEMMs are skipped at small
+    batches when BLAS splits the dense product across threads (``kernels.cpu.dense``)."""
+    global _cached
+    if _cached is None or refresh:
+        n = get_num_threads()
+        if n is None:
+            n = int(os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or 0) or (
+                os.cpu_count() or 1)
+        _cached = max(1, int(n))
+    return _cached

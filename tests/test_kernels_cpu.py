@@ -61,6 +61,69 @@ def test_coupling_kernels_match_formulas(dtype, rng):
     np.testing.assert_allclose(out, ref, **_tol(dtype))
 
 
+def test_exp32_accuracy_and_edges():
+    """fast32.exp32 (the vectorisable float32 exp): within 2 ulp of exp on [-87, 88], clamps
+    outside it, NaN stays NaN; softclamp32 equals the shared softclamp to float32 rounding."""
+    from numba import njit
+
+    from nfcore.kernels._scalar import softclamp
+    from nfcore.kernels.cpu.fast32 import exp32, softclamp32
+
+    @njit
+    def run(a, out, clamped, bound):
+        for i in range(a.shape[0]):
+            out[i] = exp32(a[i])
+            clamped[i] = softclamp32(a[i], bound)
+
+    a = np.concatenate([np.linspace(-87, 88, 200001), [-1e-30, 0, 1e-30]]).astype(np.float32)
+    out, clamped = np.empty_like(a), np.empty_like(a)
+    run(a, out, clamped, np.float32(3))
+    ref = np.exp(a.astype(np.float64))
+    assert np.max(np.abs(out - ref) / ref) < 2 * 2.0**-23
+    np.testing.assert_allclose(clamped, [softclamp(float(v), 3.0) for v in a], rtol=0, atol=4e-7)
+    edge = np.array([100, -100, np.inf, -np.inf, np.nan], np.float32)
+    out, clamped = np.empty_like(edge), np.empty_like(edge)
+    run(edge, out, clamped, np.float32(3))
+    assert out[0] == out[2] and abs(out[0] / np.exp(88.0) - 1) < 2 * 2.0**-23  # clamped at 88, finite
+    assert 0 < out[1] == out[3] < 1e-37 and np.isnan(out[4])
+    assert clamped[0] == clamped[2] == 3 and clamped[1] == clamped[3] == -3 and np.isnan(clamped[4])
+
+
+@pytest.mark.parametrize("idx_b", [np.arange(6), np.array([1, 3, 4])])
+def test_affine_coupling_float32_route_matches_float64(idx_b, rng):
+    """float32 affine coupling kernels (flat exp32 passes) agree with the float64 ones (libm),
+    with saturating log-scales, a subset of columns, and NaN kept where it came in."""
+    from nfcore.kernels.cpu.coupling import _fast32
+
+    n, d, nb = 37, 6, idx_b.shape[0]
+    x = rng.normal(size=(n, d))
+    h = rng.normal(size=(n, 2 * nb)) * 3
+    h[0, nb:] = [1e4, -1e4, 40][:nb] if nb == 3 else [1e4, -1e4, 40, -40, 0, 1e-3]
+    dz, dld = rng.normal(size=(n, d)), rng.normal(size=n)
+    out = {}
+    for dt in (np.float32, np.float64):
+        xs, hs, dzs, dlds = (a.astype(dt) for a in (x, h, dz, dld))
+        bound = dt(2.5)
+        z, ld, ls = np.empty((n, d), dt), np.empty(n, dt), np.empty((n, nb), dt)
+        cpu.affine_coupling_fwd(xs, hs, idx_b, bound, z, ld, ls)
+        xi, ldi, lsi = np.empty((n, d), dt), np.empty(n, dt), np.empty((n, nb), dt)
+        cpu.affine_coupling_inv(z, hs, idx_b, bound, xi, ldi, lsi)
+        dx1, dh1 = np.empty((n, d), dt), np.empty((n, 2 * nb), dt)
+        cpu.affine_coupling_fwd_bwd(dzs, dlds, xs, ls, idx_b, bound, dx1, dh1)
+        dx2, dh2 = np.empty((n, d), dt), np.empty((n, 2 * nb), dt)
+        cpu.affine_coupling_inv_bwd(dzs, dlds, xi, lsi, idx_b, bound, dx2, dh2)
+        out[dt] = (z, ld, ls, xi, ldi, dx1, dh1, dx2, dh2)
+        assert _fast32(ls) == (dt == np.float32)
+    for a32, a64 in zip(out[np.float32], out[np.float64]):
+        assert a32.dtype == np.float32
+        np.testing.assert_allclose(a32, a64, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(a64).max()))
+    h[1, nb] = np.nan
+    hs = h.astype(np.float32)
+    z, ld, ls = np.empty((n, d), np.float32), np.empty(n, np.float32), np.empty((n, nb), np.float32)
+    cpu.affine_coupling_fwd(x.astype(np.float32), hs, idx_b, np.float32(2.5), z, ld, ls)
+    assert np.isnan(z[1, idx_b[0]]) and np.isnan(ld[1]) and np.isfinite(np.delete(z, 1, 0)).all()
+
+
 def test_bias_act_and_colsum(dtype, rng):
     h = rng.normal(size=(4, 3)).astype(dtype)
     b = rng.normal(size=3).astype(dtype)
@@ -76,6 +139,16 @@ def test_bias_act_and_colsum(dtype, rng):
     g = np.zeros(3, dtype)
     cpu.colsum_acc(dh, g)
     np.testing.assert_allclose(g, dh.astype(np.float64).sum(0), **_tol(dtype))
+    # ReLU's fused pass (its VJP and the column sum in one loop)
+    y = np.maximum(rng.normal(size=(9, 5)), 0).astype(dtype)
+    y[0, 0] = 0
+    dy = rng.normal(size=(9, 5)).astype(dtype)
+    dh = np.full_like(dy, np.nan)
+    db = np.ones(5, dtype)
+    cpu.bias_act_bwd(dy, y, 1, 0.0, dh, db)
+    ref = np.where(y > 0, dy.astype(np.float64), 0.0)
+    np.testing.assert_allclose(dh, ref, **_tol(dtype))
+    np.testing.assert_allclose(db, 1 + ref.sum(0), **_tol(dtype))
 
 
 def test_gather_scatter(rng):
@@ -116,7 +189,29 @@ def test_adam_matches_reference(rng):
     np.testing.assert_allclose(p, pr, rtol=1e-13)
 
 
-def test_block_sparse_gemms_match_dense(dtype, rng):
+@pytest.fixture
+def force_blocks(monkeypatch):
+    """The block-sparse GEMMs whatever the BLAS thread count (several threads make the ops
+    choose dense products for small batches)."""
+    from nfcore.kernels.cpu import dense
+
+    monkeypatch.setattr(dense, "_THREADED_BLOCK_MACS", 0)
+
+
+def test_block_choice_follows_blas_threads(monkeypatch):
+    """One BLAS thread: blocks from 16 rows. Several: only when each block is big enough for
+    BLAS to split it too (a mean of 2^20 multiply-adds), else the dense product."""
+    from nfcore.kernels.cpu import dense
+
+    blocks = ((0, 16, 0, 32), (16, 48, 0, 64), (48, 80, 0, 96), (80, 128, 0, 128))  # MADE 2x128, D=8
+    monkeypatch.setattr(dense, "blas_threads", lambda: 1)
+    assert not dense._blocks_pay(8, blocks) and dense._blocks_pay(16, blocks) and dense._blocks_pay(256, blocks)
+    assert not dense._blocks_pay(4096, None)
+    monkeypatch.setattr(dense, "blas_threads", lambda: 2)
+    assert not dense._blocks_pay(256, blocks) and dense._blocks_pay(512, blocks)
+
+
+def test_block_sparse_gemms_match_dense(dtype, rng, force_blocks):
     """The masked GEMMs skip the zero rectangles of a staircase mask (MADE's degree-sorted
     units) and give the dense products; the plan covers every nonzero."""
     from nfcore.nn.made import block_plan

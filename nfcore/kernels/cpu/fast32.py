@@ -1,0 +1,75 @@
+"""A vectorisable float32 exp for the CPU kernels' hot element-wise passes.
+
+LLVM cannot vectorise a loop that calls libm's ``expf`` (no vector math library here), so a
+pass with two exponentials per element (the affine coupling maps: the soft clamp and the
+scale) ran scalar at ~9 ns per element. ``exp32`` is Cephes' single-precision scheme written
+with plain arithmetic: n = round(x log2 e), r = x - n ln 2 (in two parts), a degree-7
+polynomial for e^r, and 2^n built from its exponent bits; a loop of it vectorises (~0.6 ns
+per element at 16 lanes). Measured against float64 ``exp`` on [-80, 80]: at most 1 ulp
+(relative 5.9e-8).
+
+It clamps its argument to [-87, 88] (the normal float32 range of the result), so it is meant
+for arguments that are bounded or whose saturation is harmless: the soft clamp's e^{2u} (any
+value past the clamp gives the same +-bound) and e^{+-ls} with |ls| < bound. NaN propagates.
+CPU only: the CUDA kernels call the device's ``exp``, whose results agree to float32 rounding.
+"""
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+__all__ = ["exp32", "softclamp32"]
+
+
+@intrinsic
+def _float32_from_bits(typingctx, bits):
+    """The float32 whose bit pattern is the int32 ``bits`` (a bit cast: vectorises)."""
+    if bits != types.int32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+_LOG2E = np.float32(1.44269504088896341)
+_LN2_HI = np.float32(0.693359375)  # ln 2 = _LN2_HI + _LN2_LO, _LN2_HI exact in few bits
+_LN2_LO = np.float32(-2.12194440e-4)
+_HI = np.float32(88.0)
+_LO = np.float32(-87.0)
+_HALF = np.float32(0.5)
+_ONE = np.float32(1.0)
+_P0 = np.float32(1.9875691500e-4)
+_P1 = np.float32(1.3981999507e-3)
+_P2 = np.float32(8.3334519073e-3)
+_P3 = np.float32(4.1665795894e-2)
+_P4 = np.float32(1.6666665459e-1)
+_P5 = np.float32(5.0000001201e-1)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def exp32(x):
+    """e^x for a float32 x, clamped to [-87, 88] (see the module docstring)."""
+    x = _HI if x > _HI else x  # NaN passes both tests
+    x = _LO if x < _LO else x
+    fx = math.floor(x * _LOG2E + _HALF)
+    r = x - fx * _LN2_HI - fx * _LN2_LO
+    y = _P0 * r + _P1
+    y = y * r + _P2
+    y = y * r + _P3
+    y = y * r + _P4
+    y = y * r + _P5
+    y = y * (r * r) + r + _ONE
+    n = np.int32(fx) + np.int32(127)  # in [1, 254]: a normal float32 exponent
+    return y * _float32_from_bits(np.int32(n << np.int32(23)))
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def softclamp32(h, bound):
+    """``_scalar.softclamp`` (bound tanh(h / bound)) with ``exp32``: the same formula."""
+    u = h / bound
+    return bound - (bound + bound) / (exp32(u + u) + _ONE)
