@@ -89,16 +89,17 @@ def test_exp32_accuracy_and_edges():
     assert clamped[0] == clamped[2] == 3 and clamped[1] == clamped[3] == -3 and np.isnan(clamped[4])
 
 
-@pytest.mark.parametrize("idx_b", [np.arange(6), np.array([1, 3, 4])])
+@pytest.mark.parametrize("idx_b", [np.arange(6), np.roll(np.arange(6), 1), np.array([1, 3, 4])])
 def test_affine_coupling_float32_route_matches_float64(idx_b, rng):
-    """float32 affine coupling kernels (flat exp32 passes) agree with the float64 ones (libm),
-    with saturating log-scales, a subset of columns, and NaN kept where it came in."""
+    """float32 affine coupling kernels (exp32 in flat passes) agree with the float64 ones
+    (libm): every column in order (the all-flat route of MAF/IAF), every column permuted, a
+    subset; with saturating log-scales; NaN kept where it came in."""
     from nfcore.kernels.cpu.coupling import _fast32
 
     n, d, nb = 37, 6, idx_b.shape[0]
     x = rng.normal(size=(n, d))
     h = rng.normal(size=(n, 2 * nb)) * 3
-    h[0, nb:] = [1e4, -1e4, 40][:nb] if nb == 3 else [1e4, -1e4, 40, -40, 0, 1e-3]
+    h[0, nb:] = [1e4, -1e4, 40] if nb == 3 else [1e4, -1e4, 40, -40, 0, 1e-3]
     dz, dld = rng.normal(size=(n, d)), rng.normal(size=n)
     out = {}
     for dt in (np.float32, np.float64):

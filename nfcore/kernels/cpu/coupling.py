@@ -42,14 +42,26 @@ def _fast32(ls):
     return ls.dtype == np.float32 and ls.flags.c_contiguous
 
 
+def _flat(a, b, idx_b):
+    """Whether the float32 kernels may treat a and b (N, D) as flat arrays (every column
+    transformed, both contiguous: MAF's and IAF's maps); the kernel checks the order too."""
+    return idx_b.shape[0] == a.shape[1] and a.flags.c_contiguous and b.flags.c_contiguous
+
+
 def affine_coupling_fwd(x, h, idx_b, bound, z, logdet, ls):
     """z_b = x_b * exp(ls) + t, ls = bound * tanh(h_s / bound); logdet[n] = sum_b ls."""
-    (_affine_fwd32 if _fast32(ls) else _affine_fwd)(x, h, idx_b, bound, z, logdet, ls)
+    if _fast32(ls):
+        _affine_fwd32(x, h, idx_b, bound, z, logdet, ls, _flat(x, z, idx_b))
+    else:
+        _affine_fwd(x, h, idx_b, bound, z, logdet, ls)
 
 
 def affine_coupling_inv(z, h, idx_b, bound, x, logdet, ls):
     """x_b = (z_b - t) * exp(-ls); logdet[n] = -sum_b ls."""
-    (_affine_inv32 if _fast32(ls) else _affine_inv)(z, h, idx_b, bound, x, logdet, ls)
+    if _fast32(ls):
+        _affine_inv32(z, h, idx_b, bound, x, logdet, ls, _flat(z, x, idx_b))
+    else:
+        _affine_inv(z, h, idx_b, bound, x, logdet, ls)
 
 
 def affine_coupling_fwd_bwd(dz, dlogdet, x, ls, idx_b, bound, dx, dh):
@@ -57,7 +69,10 @@ def affine_coupling_fwd_bwd(dz, dlogdet, x, ls, idx_b, bound, dx, dh):
 
     dx_a = dz_a; dx_b = dz_b * s; dt = dz_b; d raw = (dz_b * x_b * s + dlogdet) * (1 - (ls/bound)^2).
     """
-    (_affine_fwd_bwd32 if _fast32(ls) else _affine_fwd_bwd)(dz, dlogdet, x, ls, idx_b, bound, dx, dh)
+    if _fast32(ls):
+        _affine_fwd_bwd32(dz, dlogdet, x, ls, idx_b, bound, dx, dh, _flat(dz, dx, idx_b))
+    else:
+        _affine_fwd_bwd(dz, dlogdet, x, ls, idx_b, bound, dx, dh)
 
 
 def affine_coupling_inv_bwd(dx, dlogdet, x, ls, idx_b, bound, dz, dh):
@@ -66,7 +81,10 @@ def affine_coupling_inv_bwd(dx, dlogdet, x, ls, idx_b, bound, dz, dh):
     x_b = (z_b - t) e^{-ls}: dz_b = dx_b e^{-ls}; dt = -dx_b e^{-ls};
     d ls = -dx_b * x_b - dlogdet; d raw = d ls * (1 - (ls/bound)^2).
     """
-    (_affine_inv_bwd32 if _fast32(ls) else _affine_inv_bwd)(dx, dlogdet, x, ls, idx_b, bound, dz, dh)
+    if _fast32(ls):
+        _affine_inv_bwd32(dx, dlogdet, x, ls, idx_b, bound, dz, dh, _flat(dx, dz, idx_b))
+    else:
+        _affine_inv_bwd(dx, dlogdet, x, ls, idx_b, bound, dz, dh)
 
 
 @_jit
@@ -94,6 +112,39 @@ def _affine_inv_bwd(dx, dlogdet, x, ls, idx_b, bound, dz, dh):
 
 
 # -- float32: flat exponential passes (fast32.exp32), then row loops ---------------------------
+# Every column transformed in order (MAF, IAF) and contiguous arrays ("flat"): the whole map
+# runs as one flat loop over the N x D elements, the row loops only split h and sum ls.
+# Otherwise the exponentials go to a flat scratch array and a row loop gathers the columns.
+# Outputs must not alias inputs (the op API's rule; the flat route parks the shift in the output).
+
+
+@_jit
+def _in_order(idx_b, flat):
+    if not flat:
+        return False
+    for j in range(idx_b.shape[0]):
+        if idx_b[j] != j:
+            return False
+    return True
+
+
+@_jit
+def _split_h(h, t, ls):
+    """t = h's shift half, ls = its raw log-scale half (N, B each)."""
+    n, nb = ls.shape
+    for i in range(n):
+        for j in range(nb):
+            t[i, j] = h[i, j]
+            ls[i, j] = h[i, nb + j]
+
+
+@_jit
+def _row_sums(ls, sign, logdet):
+    for i in range(ls.shape[0]):
+        acc = 0.0
+        for j in range(ls.shape[1]):
+            acc += ls[i, j]
+        logdet[i] = sign * acc
 
 
 @_jit
@@ -124,40 +175,64 @@ def _scales32(ls, sign):
 
 
 @_jit
-def _affine_fwd32(x, h, idx_b, bound, z, logdet, ls):
+def _affine_fwd32(x, h, idx_b, bound, z, logdet, ls, flat):
+    n, nb = ls.shape
+    if _in_order(idx_b, flat):
+        _split_h(h, z, ls)  # z holds the shift until the flat loop overwrites it
+        lf, xf, zf = ls.reshape(n * nb), x.reshape(n * nb), z.reshape(n * nb)
+        for k in range(n * nb):
+            v = softclamp32(lf[k], bound)
+            lf[k] = v
+            zf[k] = xf[k] * exp32(v) + zf[k]
+        _row_sums(ls, 1.0, logdet)
+        return
     e = _clamped_scales32(h, bound, np.float32(1.0), ls)
-    nb = idx_b.shape[0]
-    for i in range(x.shape[0]):
+    for i in range(n):
         for j in range(x.shape[1]):
             z[i, j] = x[i, j]
-        acc = 0.0
         for j in range(nb):
             c = idx_b[j]
             z[i, c] = x[i, c] * e[i, j] + h[i, j]
-            acc += ls[i, j]
-        logdet[i] = acc
+    _row_sums(ls, 1.0, logdet)
 
 
 @_jit
-def _affine_inv32(z, h, idx_b, bound, x, logdet, ls):
+def _affine_inv32(z, h, idx_b, bound, x, logdet, ls, flat):
+    n, nb = ls.shape
+    if _in_order(idx_b, flat):
+        _split_h(h, x, ls)  # x holds the shift until the flat loop overwrites it
+        lf, xf, zf = ls.reshape(n * nb), x.reshape(n * nb), z.reshape(n * nb)
+        for k in range(n * nb):
+            v = softclamp32(lf[k], bound)
+            lf[k] = v
+            xf[k] = (zf[k] - xf[k]) * exp32(-v)
+        _row_sums(ls, -1.0, logdet)
+        return
     e = _clamped_scales32(h, bound, np.float32(-1.0), ls)
-    nb = idx_b.shape[0]
-    for i in range(z.shape[0]):
+    for i in range(n):
         for j in range(z.shape[1]):
             x[i, j] = z[i, j]
-        acc = 0.0
         for j in range(nb):
             c = idx_b[j]
             x[i, c] = (z[i, c] - h[i, j]) * e[i, j]
-            acc -= ls[i, j]
-        logdet[i] = acc
+    _row_sums(ls, -1.0, logdet)
 
 
 @_jit
-def _affine_fwd_bwd32(dz, dlogdet, x, ls, idx_b, bound, dx, dh):
+def _affine_fwd_bwd32(dz, dlogdet, x, ls, idx_b, bound, dx, dh, flat):
+    n, nb = ls.shape
+    if _in_order(idx_b, flat):
+        lf, dzf, dxf = ls.reshape(n * nb), dz.reshape(n * nb), dx.reshape(n * nb)
+        for k in range(n * nb):
+            dxf[k] = dzf[k] * exp32(lf[k])
+        for i in range(n):
+            g = dlogdet[i]
+            for j in range(nb):
+                dh[i, j] = dz[i, j]
+                dh[i, nb + j] = (dx[i, j] * x[i, j] + g) * softclamp_grad(ls[i, j], bound)
+        return
     s = _scales32(ls, np.float32(1.0))
-    nb = idx_b.shape[0]
-    for i in range(x.shape[0]):
+    for i in range(n):
         for j in range(x.shape[1]):
             dx[i, j] = dz[i, j]
         for j in range(nb):
@@ -169,10 +244,20 @@ def _affine_fwd_bwd32(dz, dlogdet, x, ls, idx_b, bound, dx, dh):
 
 
 @_jit
-def _affine_inv_bwd32(dx, dlogdet, x, ls, idx_b, bound, dz, dh):
+def _affine_inv_bwd32(dx, dlogdet, x, ls, idx_b, bound, dz, dh, flat):
+    n, nb = ls.shape
+    if _in_order(idx_b, flat):
+        lf, dxf, dzf = ls.reshape(n * nb), dx.reshape(n * nb), dz.reshape(n * nb)
+        for k in range(n * nb):
+            dzf[k] = dxf[k] * exp32(-lf[k])
+        for i in range(n):
+            g = dlogdet[i]
+            for j in range(nb):
+                dh[i, j] = -dz[i, j]
+                dh[i, nb + j] = (-dx[i, j] * x[i, j] - g) * softclamp_grad(ls[i, j], bound)
+        return
     e = _scales32(ls, np.float32(-1.0))
-    nb = idx_b.shape[0]
-    for i in range(x.shape[0]):
+    for i in range(n):
         for j in range(x.shape[1]):
             dz[i, j] = dx[i, j]
         for j in range(nb):
