@@ -7,9 +7,10 @@ The forward and inverse maps also write the clamped log-scales ``ls`` (N, B), wh
 backward passes read instead of recomputing them (one exp per element instead of three
 transcendentals). The per-row math lives in ``nfcore.kernels._rows`` (shared with CUDA).
 
-float32 takes a second route (``_affine_*32``): its exponentials run in one flat, vectorised
-pass over the (N, B) log-scales with ``fast32.exp32`` (libm's expf does not vectorise), then a
-row loop applies them. Same formulas; measured at N=4096, B=8: the inverse map 292 -> 112 us.
+float32 takes a second route (``_affine_*32``): its exponentials run in flat, vectorised loops
+with ``fast32.exp32`` (libm's expf does not vectorise); with every column transformed in order
+(MAF, IAF) the whole map is one flat loop. Same formulas; measured at N=4096, D=B=8: the inverse
+map 292 -> 118 us, its VJP 162 -> 79 us.
 """
 
 import numpy as np
