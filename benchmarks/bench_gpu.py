@@ -1,6 +1,6 @@
 """GPU throughput: the RealNVP training step on the GPU against the same step on the CPU,
 and against zuko on the same GPU when torch with CUDA is installed; then Glow, MAF and a
-residual flow, GPU against CPU.
+residual flow, GPU against CPU; then MAF sampling (the fast sequential kernel), GPU against CPU.
 
     python benchmarks/bench_gpu.py [--quick]
 
@@ -153,6 +153,21 @@ def main(argv=None):
         tg = statistics.median(_time(gpu, min_time, _sync) for _ in range(args.rounds))
         tc = statistics.median(_time(cpu, min_time) for _ in range(args.rounds))
         print(f"| {label} | {batch} | {batch / tg:,.0f} | {batch / tc:,.0f} | {tc / tg:.2f}x |", flush=True)
+    print()
+    print("MAF D=64 (5 x MADE 2x512) sampling, the fast sequential kernel, float32, samples/s (median of rounds)")
+    print("| batch | nfcore GPU | nfcore CPU | GPU/CPU |")
+    print("|---|---|---|---|")
+    for batch in (4096, 65536):
+        fns = {}
+        for device in ("cuda", "cpu"):
+            flow = nfcore.build({"flow": "maf", "dim": 64, "layers": 5, "hidden": [512, 512], "dtype": "float32"})
+            if device == "cuda":
+                flow.to("cuda")
+            fns[device] = lambda f=flow, n=batch: f.sample(n, seed=0)
+        tg = statistics.median(_time(fns["cuda"], min_time, _sync) for _ in range(args.rounds))
+        tc = statistics.median(_time(fns["cpu"], min_time) for _ in range(args.rounds)) if batch <= 4096 else None
+        cpu_cells = f"{batch / tc:,.0f} | {tc / tg:.2f}x" if tc else "- | -"
+        print(f"| {batch} | {batch / tg:,.0f} | {cpu_cells} |", flush=True)
     return 0
 
 

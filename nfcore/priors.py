@@ -89,20 +89,20 @@ class AutoregressivePrior(Distribution):
     def rsample(self, n, rng, dtype=None, device=None, temperature=1.0, sequential="fast"):
         """(z, marker): sequential sampling with fixed noise (each conditional's Gaussian noise times T).
 
-        ``fast`` (the CPU's kernel): every MADE unit computed once, as in MAF sampling;
-        ``naive`` (and other backends): D MADE passes, pass k fixing the k-th variable.
+        ``fast`` (the default): every MADE unit computed once, as in MAF sampling (the CPU's
+        Numba kernel or its CUDA twin); ``naive``: D MADE passes, pass k fixing the k-th variable.
         """
         ops = backend_of(self.made.input_degrees.data) if device is None else get_backend(device)
         dtype = np.dtype(self.made.layers[0].weight.data.dtype if dtype is None else dtype)
         unif_h = np.ascontiguousarray(rng.uniform(size=(n, self.size)), dtype=dtype)
         eps_h = np.ascontiguousarray(float(temperature) * rng.standard_normal((n, self.size)), dtype=dtype)
-        if ops.name == "cpu" and sequential == "fast":
-            from .transforms.autoregressive import MODE_MOG, made_sequential_cpu
-
-            z, _ = made_sequential_cpu(self.made, np.zeros((n, self.size), dtype), None, 0, self.scale_bound,
-                                       MODE_MOG, unif_h, eps_h)
-            return z.reshape(n, *self.shape), _NotReparameterised()
         unif, eps = ops.asarray(unif_h), ops.asarray(eps_h)
+        if sequential == "fast":
+            from .transforms.autoregressive import MODE_MOG, made_sequential
+
+            z, _ = made_sequential(self.made, ops.zeros((n, self.size), dtype), None, 0, self.scale_bound,
+                                   MODE_MOG, unif, eps)
+            return ops.reshape(z, (n, *self.shape)), _NotReparameterised()
         z = ops.zeros((n, self.size), dtype)
         bound = dtype.type(self.scale_bound)
         for _ in range(self.size):

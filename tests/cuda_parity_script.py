@@ -56,7 +56,7 @@ FLOWS = {
         "dtype": "float64",
     },
     "realnvp32": {"dim": 3, "layers": 2, "hidden": [4], "activation": "elu", "dtype": "float32"},
-    # MADE flows: the device's sequential pass (per-degree GEMMs), MAF sampling and IAF density
+    # MADE flows: the device's sequential kernel (MAF sampling, IAF density, the prior's sampling)
     "maf": {"flow": "maf", "dim": 3, "layers": 2, "hidden": [5, 4], "order": "random", "dtype": "float64"},
     "iaf": {"flow": "iaf", "dim": 3, "layers": 2, "hidden": [5], "base": "diag", "dtype": "float64"},
     "realnvp_mog": {"dim": 3, "layers": 2, "hidden": [4], "base": "made-mog", "prior_hidden": [5],
@@ -84,8 +84,9 @@ NOISE = {"glow": 0.05, "glow_plain32": 0.05, "realnvp_image": 0.05, "iresnet": 0
          "iresnet_image": 0.05}
 FLOW_PARTS = ["log_prob", "loss_and_grad", "sample", "adam", "reverse_kl"]
 FLOW_CHECKS = [f"flow_{label}.{part}" for label in FLOWS for part in FLOW_PARTS]
-#: every check the script reports on: one per public op name, the name list itself, the flows
-CHECKS = [*cpu.__all__, "public_names", *FLOW_CHECKS]
+#: every check the script reports on: one per public op name, the name list itself, the fast
+#: sequential kernel of MADE layers (MAF/IAF passes, the prior's sampling), the flows
+CHECKS = [*cpu.__all__, "public_names", "ar_sequential", *FLOW_CHECKS]
 
 DTYPES = (np.float32, np.float64)
 TOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-11}
@@ -430,6 +431,53 @@ def _reverse_kl_part(dev, host, devf, res, grads):
     return res
 
 
+def sequential_checks(dev, dt, s, run=True):
+    """The device's fast sequential kernel against the CPU's on the same MADEs: MAF sampling
+    with context inputs, random order and tanh; IAF density with random degrees; the
+    autoregressive prior's mixture draws. Rows: s.n (several blocks of the CPU's row tiles).
+    Returns (max error, detail); with run=False (PTX mode) only launches."""
+    from nfcore import gradcheck
+    from nfcore.priors import AutoregressivePrior
+    from nfcore.transforms import IAF, MAF
+    from nfcore.transforms.autoregressive import (
+        MODE_CONTRACT,
+        MODE_EXPAND,
+        MODE_MOG,
+        made_sequential_cpu,
+        made_sequential_cuda,
+    )
+
+    rng = np.random.default_rng(5)
+    n, d = s.n, 4
+    cases = [
+        ("maf", MAF(d, [7, 6], order="random", activation="tanh", context_dim=2, rng=3), MODE_EXPAND),
+        ("iaf", IAF(d, [9], hidden_degrees="random", rng=4), MODE_CONTRACT),
+        ("prior", AutoregressivePrior((d,), hidden=[8, 8], components=3, rng=6), MODE_MOG),
+    ]
+    errs = []
+    for label, host, mode in cases:
+        gradcheck.randomize_parameters(host, scale=0.5, seed=2)
+        host.to(dtype=dt)
+        y = rng.normal(size=(n, d)).astype(dt)
+        ctx = rng.normal(size=(n, 2)).astype(dt) if label == "maf" else None
+        unif = rng.uniform(size=(n, d)).astype(dt) if mode == MODE_MOG else None
+        eps = rng.normal(size=(n, d)).astype(dt) if mode == MODE_MOG else None
+        cdim = host.context_dim if label == "maf" else 0
+        bound = host.scale_bound
+        if run:
+            ref = made_sequential_cpu(host.made, y, ctx, cdim, bound, mode, unif, eps)
+            host.to("cuda")  # the same module, moved: its MADE's weights now live on the device
+        dv = [None if a is None else dev.asarray(a) for a in (y, ctx, unif, eps)]
+        got = made_sequential_cuda(host.made, dv[0], dv[1], cdim, bound, mode, dv[2], dv[3])
+        if run:
+            out, ld = (np.asarray(dev.to_host(a)) for a in got)
+            e = max(_err(out, ref[0]), 0.0 if mode == MODE_MOG else _err(ld, ref[1]))
+            errs.append(e)
+    if not run:
+        return 0.0, ""
+    return max(errs), " ".join(f"{c[0]}={e:.1e}" for c, e in zip(cases, errs))
+
+
 # -- PTX mode: compile instead of launching ---------------------------------------------------
 
 
@@ -595,6 +643,22 @@ def main(argv=None):
         for name, (ok, detail) in misc.items():
             if want(name):
                 report(ok, name, dname, detail)
+
+    if want("ar_sequential"):
+        for dt in DTYPES:
+            dname = np.dtype(dt).name
+            try:
+                if args.ptx:
+                    start = len(log)
+                    sequential_checks(dev, np.dtype(dt), s, run=False)
+                    kernels = sorted({k for k, _ in log[start:]})
+                    report("_ar_kernel" in kernels, "ar_sequential", dname, "ptx: " + ",".join(kernels))
+                else:
+                    err, detail = sequential_checks(dev, np.dtype(dt), s)
+                    report(err < TOL[np.dtype(dt)], "ar_sequential", dname, f"max_err={err:.2e} {detail}")
+            except Exception as exc:
+                report(False, "ar_sequential", dname, f"{type(exc).__name__}: {exc}".replace("\n", " "))
+                traceback.print_exc()
 
     for label, cfg in FLOWS.items():
         checks = [f"flow_{label}.{part}" for part in FLOW_PARTS]

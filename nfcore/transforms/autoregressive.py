@@ -13,11 +13,12 @@ reads, and so in which direction is one pass:
 The sequential directions (MAF sampling, IAF density) compute every MADE unit exactly once,
 the moment its inputs are final (``sequential="fast"``, the default): hidden units sorted by
 degree, step k computes variable k of the order from the last layer's units of degree < k,
-then the units of degree k of every layer from the (final) units below them, as small GEMMs
-over the whole batch. The FLOPs are those of one masked forward pass (about half of a dense
-one); the latency is D steps. ``sequential="naive"`` runs D full MADE passes, the k-th fixing
-variable k: the reference the fast pass is tested against. Neither returns a gradient:
-asking ``backward`` for one raises ``GradientNotAvailable``.
+then the units of degree k of every layer from the (final) units below them: a Numba kernel
+over tiles of rows on the CPU, one CUDA block per row on a GPU (``made_sequential``). The
+FLOPs are those of one masked forward pass (about half of a dense one); the latency is D
+steps. ``sequential="naive"`` runs D full MADE passes, the k-th fixing variable k: the
+reference the fast pass is tested against. Neither returns a gradient: asking ``backward``
+for one raises ``GradientNotAvailable``.
 
 The element-wise maps are the affine coupling kernels with every column transformed
 (coupling's z = x e^ls + t is x = u e^alpha + mu; its inverse is MAF's density direction).
@@ -37,7 +38,8 @@ from ..errors import ConfigError, GradientNotAvailable, ShapeError
 from ..kernels import backend_of
 from ..nn.made import MADE
 
-__all__ = ["MAF", "IAF", "sorted_made_weights", "made_sequential_cpu", "MODE_CONTRACT", "MODE_EXPAND", "MODE_MOG"]
+__all__ = ["MAF", "IAF", "sorted_made_weights", "made_sequential", "made_sequential_cpu", "made_sequential_cuda",
+           "MODE_CONTRACT", "MODE_EXPAND", "MODE_MOG"]
 
 #: output maps of the fast sequential kernel: u = (y - mu) e^-a, x = y e^a + mu, or a mixture draw
 MODE_CONTRACT, MODE_EXPAND, MODE_MOG = 0, 1, 2
@@ -64,6 +66,14 @@ def sorted_made_weights(made, context_dim):
     return order, counts, hidden_w, hidden_b, w_out, b_out
 
 
+def made_sequential(made, y, context, context_dim, bound, mode, unif=None, eps=None):
+    """(out, logdet) of the fast sequential pass on y's backend: the CPU kernel
+    (``kernels.cpu.autoregressive``) or its CUDA twin (``kernels.cuda.autoregressive``)."""
+    if backend_of(y).name == "cpu":
+        return made_sequential_cpu(made, y, context, context_dim, bound, mode, unif, eps)
+    return made_sequential_cuda(made, y, context, context_dim, bound, mode, unif, eps)
+
+
 def made_sequential_cpu(made, y, context, context_dim, bound, mode, unif=None, eps=None):
     """(out, logdet) of the fast sequential pass on the CPU (``kernels.cpu.autoregressive``)."""
     from ..kernels.cpu.autoregressive import ar_sequential
@@ -86,6 +96,41 @@ def made_sequential_cpu(made, y, context, context_dim, bound, mode, unif=None, e
     logdet = np.empty(n, dtype=dt)
     ar_sequential(y, order.astype(np.int64), wts, bs, np.stack(counts).astype(np.int64), codes, alphas, ctx_part,
                   wo, np.ascontiguousarray(b_out, dtype=dt), dt.type(bound), mode, unif, eps, out, logdet)
+    return out, logdet
+
+
+def made_sequential_cuda(made, y, context, context_dim, bound, mode, unif=None, eps=None):
+    """(out, logdet) of the fast sequential pass on the GPU: one launch of
+    ``kernels.cuda.autoregressive.ar_sequential`` (weights padded into one array per kind)."""
+    from ..kernels.cuda.autoregressive import ar_sequential
+
+    ops = backend_of(y)
+    dt = y.dtype
+    n, d = y.shape
+    order, counts, hidden_w, hidden_b, w_out, b_out = sorted_made_weights(made, context_dim)
+    n_layers = len(hidden_w)
+    hmax = max(w.shape[1] for w in hidden_w)
+    kmax = max([d] + [w.shape[0] for w in hidden_w[1:]])
+    w_all = np.zeros((n_layers, hmax, kmax), dtype=dt)
+    b_all = np.zeros((n_layers, hmax), dtype=dt)
+    for li, (w, b) in enumerate(zip(hidden_w, hidden_b)):
+        wt = w[:d].T if li == 0 else w.T  # (units, inputs); the context's rows are applied below
+        w_all[li, : wt.shape[0], : wt.shape[1]] = wt
+        b_all[li, : b.shape[0]] = b
+    ctx_part = ops.empty((0, 0), dt)
+    if context_dim:  # the context's share of layer 1, the same at every step
+        ctx_part = ops.empty((n, hidden_w[0].shape[1]), dt)
+        ops.matmul(context, ops.asarray(np.ascontiguousarray(hidden_w[0][d:], dtype=dt)), ctx_part)
+    layers = made.layers[:-1]
+    codes = np.array([layer.act_code for layer in layers], dtype=np.int64)
+    alphas = np.array([layer.alpha for layer in layers], dtype=dt)
+    wo = np.ascontiguousarray(np.transpose(w_out, (1, 2, 0)), dtype=dt)  # (D, P, H_L)
+    out = ops.empty((n, d), dt)
+    logdet = ops.empty((n,), dt)
+    dev = [ops.asarray(a) for a in (order.astype(np.int64), w_all, b_all, np.stack(counts).astype(np.int64), codes,
+                                   alphas)]
+    ar_sequential(y, *dev, ctx_part, ops.asarray(wo), ops.asarray(np.ascontiguousarray(b_out, dtype=dt)), bound,
+                  mode, unif, eps, out, logdet)
     return out, logdet
 
 
@@ -165,69 +210,8 @@ class _Autoregressive(Transform):
         return out, logdet
 
     def _sequential_fast(self, y, context, expand):
-        if backend_of(y).name == "cpu":
-            return self._sequential_kernel(y, context, expand)
-        return self._sequential_blocked(y, context, expand)
-
-    def _sorted_weights(self):
-        return sorted_made_weights(self.made, self.context_dim)
-
-    def _sequential_kernel(self, y, context, expand):
-        return made_sequential_cpu(self.made, y, context, self.context_dim, self.scale_bound,
-                                   MODE_EXPAND if expand else MODE_CONTRACT)
-
-    def _sequential_blocked(self, y, context, expand):
-        """The same pass with the backend's ops (GEMMs over the whole batch per degree): the
-        CUDA path."""
-        made = self.made
-        ops = backend_of(y)
-        n, d = y.shape
-        dt = y.dtype
-        bound = dt.type(self.scale_bound)
-        order, counts, hidden_w, hidden_b, w_out, b_out = self._sorted_weights()
-        dev_w = [ops.asarray(np.ascontiguousarray(w, dtype=dt)) for w in hidden_w]
-        dev_b = [ops.asarray(np.ascontiguousarray(b, dtype=dt)) for b in hidden_b]
-        dev_wo = ops.asarray(np.ascontiguousarray(np.transpose(w_out, (1, 0, 2)), dtype=dt))  # (D, H, 2)
-        dev_bo = ops.asarray(np.ascontiguousarray(b_out, dtype=dt))  # (D, 2)
-        dev_order = ops.asarray(order.astype(np.int64))
-        positions = np.empty(d, dtype=np.int64)
-        positions[order] = np.arange(d)
-        zero_idx = ops.asarray(np.zeros(1, dtype=np.int64))
-
-        xp = ops.empty((n, d), dt)  # outputs so far, in order position
-        hs = [ops.empty((n, w.shape[1]), dt) for w in hidden_w]
-        ctx_part = None
-        if self.context_dim:  # the context's share of layer 1, the same at every step
-            ctx_part = ops.empty((n, hidden_w[0].shape[1]), dt)
-            ops.matmul(context, dev_w[0][d:], ctx_part)
-        total = ops.zeros((n,), dt)
-        yv, hv, outv = ops.empty((n, 1), dt), ops.empty((n, 2), dt), ops.empty((n, 1), dt)
-        ls, ld = ops.empty((n, 1), dt), ops.empty((n,), dt)
-        kernel = ops.affine_coupling_fwd if expand else ops.affine_coupling_inv
-        code_alpha = [(layer.act_code, layer.alpha) for layer in made.layers[:-1]]
-        for k in range(d):
-            # variable k of the order, from the last layer's units of degree <= k
-            last = int(counts[-1][k])
-            ops.matmul(hs[-1][:, :last], dev_wo[k][:last], hv)
-            ops.bias_act(hv, dev_bo[k], 0, 0.0)
-            ops.gather_cols(y, dev_order[k : k + 1], yv, 0)
-            kernel(yv, hv, zero_idx, bound, outv, ld, ls)
-            ops.iadd(total, ld)
-            ops.gather_cols(outv, zero_idx, xp, k)
-            # then the units of degree k + 1 of every layer, from the final units below them
-            for li, (w, b) in enumerate(zip(dev_w, dev_b)):
-                s0, s1 = int(counts[li][k]), int(counts[li][k + 1])
-                if s1 == s0:
-                    continue
-                below = xp[:, : k + 1] if li == 0 else hs[li - 1][:, : int(counts[li - 1][k + 1])]
-                block = hs[li][:, s0:s1]
-                ops.matmul(below, w[: below.shape[1], s0:s1], block)
-                if li == 0 and ctx_part is not None:
-                    ops.add_inplace(block, ctx_part[:, s0:s1])
-                ops.bias_act(block, b[s0:s1], code_alpha[li][0], code_alpha[li][1])
-        out = ops.empty((n, d), dt)
-        ops.gather_cols(xp, ops.asarray(positions), out, 0)
-        return out, total
+        return made_sequential(self.made, y, context, self.context_dim, self.scale_bound,
+                               MODE_EXPAND if expand else MODE_CONTRACT)
 
     def backward(self, dout, dlogabsdet, cache):
         """VJP of the one-pass direction: the element-wise map's, then MADE's into the input."""
