@@ -34,6 +34,7 @@ __all__ = [
     "lu_compose_element",
     "lu_compose_bwd_element",
     "act2_element",
+    "ar_affine_element",
 ]
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -108,6 +109,16 @@ def affine_inv_bwd_row(dx, dlogdet, x, ls, idx_b, bound, dz, dh, i):
         dz[i, c] = g
         dh[i, j] = -g
         dh[i, nb + j] = (-dx[i, c] * x[i, c] - dlogdet[i]) * softclamp_grad(v, bound)
+
+
+@_jit
+def ar_affine_element(y, mu, raw, bound, expand):
+    """One variable of an autoregressive layer's sequential pass (the CPU and CUDA kernels):
+    (its value, its log-det term): expand: y e^a + mu, +a; else (y - mu) e^-a, -a; a = softclamp(raw)."""
+    a = softclamp(raw, bound)
+    if expand:
+        return y * math.exp(a) + mu, a
+    return (y - mu) * math.exp(-a), -a
 
 
 @_jit

@@ -10,13 +10,12 @@ sits in L1. FLOPs: one masked forward pass. Threads: tiles are independent (pran
 BLAS runs inside, so no thread pools compete.
 """
 
-import math
 
 import numpy as np
 from numba import njit, prange
 
-from .._rows import mog_sample_row
-from .._scalar import act_fwd, softclamp
+from .._rows import ar_affine_element, mog_sample_row
+from .._scalar import act_fwd
 
 __all__ = ["ar_sequential"]
 
@@ -78,13 +77,9 @@ def ar_sequential(y, order, wts, bs, counts, codes, alphas, ctx_part, wo, bo, bo
                     mog_sample_row(par, npar // 3, bound, unif[r0 + r : r0 + r + 1, v : v + 1],
                                    eps[r0 + r : r0 + r + 1, v : v + 1], xp[r : r + 1, k : k + 1], 0)
                     continue
-                a = softclamp(par[0, 1], bound)
-                if mode == 1:
-                    xp[r, k] = y[r0 + r, v] * math.exp(a) + par[0, 0]
-                    acc_ld[r] += a
-                else:
-                    xp[r, k] = (y[r0 + r, v] - par[0, 0]) * math.exp(-a)
-                    acc_ld[r] -= a
+                val, lda = ar_affine_element(y[r0 + r, v], par[0, 0], par[0, 1], bound, mode == 1)
+                xp[r, k] = val
+                acc_ld[r] += lda
             for li in range(n_layers):
                 s0 = counts[li, k]
                 s1 = counts[li, k + 1]

@@ -16,18 +16,17 @@ output layer per position (P = 2: mu, raw alpha; P = 3K: a mixture's logits, mea
 log-scales). ``transforms.autoregressive.made_sequential_cuda`` builds them.
 """
 
-import math
 import sys
 
 from numba import cuda
 
 from .. import _rows
-from .._scalar import act_fwd, for_cuda, softclamp
+from .._scalar import act_fwd, for_cuda
 
 __all__ = ["ar_sequential"]
 
 _act_fwd = for_cuda(act_fwd)
-_softclamp = for_cuda(softclamp)
+_ar_affine_element = for_cuda(_rows.ar_affine_element)
 _mog_sample_row = for_cuda(_rows.mog_sample_row)
 
 _pkg = sys.modules[__package__]
@@ -79,13 +78,9 @@ def _ar_kernel(y, order, w_all, b_all, counts, codes, alphas, ctx_part, use_ctx,
                 for q in range(nt):
                     s0 += part[r, 0, q]
                     s1 += part[r, 1, q]
-                a = _softclamp(s1, bound)
-                if mode == 1:
-                    xp[r, k] = y[r, v] * math.exp(a) + s0
-                    logdet[r] += a
-                else:
-                    xp[r, k] = (y[r, v] - s0) * math.exp(-a)
-                    logdet[r] -= a
+                val, lda = _ar_affine_element(y[r, v], s0, s1, bound, mode == 1)
+                xp[r, k] = val
+                logdet[r] += lda
             else:
                 _mog_sample_row(par[r : r + 1], npar // 3, bound, unif[r : r + 1, v : v + 1],
                                 eps[r : r + 1, v : v + 1], xp[r : r + 1, k : k + 1], 0)
