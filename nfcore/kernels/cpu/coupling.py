@@ -7,7 +7,7 @@ The forward and inverse maps also write the clamped log-scales ``ls`` (N, B), wh
 backward passes read instead of recomputing them (one exp per element instead of three
 transcendentals). The per-row math lives in ``nfcore.kernels._rows`` (shared with CUDA).
 
-float32 takes a second route (``_affine_*32``): its exponentials run in flat, vectorised loops
+float32 takes a second route (``_affine_map32``, ``_affine_*_bwd32``): its exponentials run in flat, vectorised loops
 with ``fast32.exp32`` (libm's expf does not vectorise); with every column transformed in order
 (MAF, IAF) the whole map is one flat loop. Same formulas; measured at N=4096, D=B=8: the inverse
 map 292 -> 118 us, its VJP 162 -> 79 us.
@@ -52,7 +52,7 @@ def _flat(a, b, idx_b):
 def affine_coupling_fwd(x, h, idx_b, bound, z, logdet, ls):
     """z_b = x_b * exp(ls) + t, ls = bound * tanh(h_s / bound); logdet[n] = sum_b ls."""
     if _fast32(ls):
-        _affine_fwd32(x, h, idx_b, bound, z, logdet, ls, _flat(x, z, idx_b))
+        _affine_map32(x, h, idx_b, bound, z, logdet, ls, _flat(x, z, idx_b), True)
     else:
         _affine_fwd(x, h, idx_b, bound, z, logdet, ls)
 
@@ -60,7 +60,7 @@ def affine_coupling_fwd(x, h, idx_b, bound, z, logdet, ls):
 def affine_coupling_inv(z, h, idx_b, bound, x, logdet, ls):
     """x_b = (z_b - t) * exp(-ls); logdet[n] = -sum_b ls."""
     if _fast32(ls):
-        _affine_inv32(z, h, idx_b, bound, x, logdet, ls, _flat(z, x, idx_b))
+        _affine_map32(z, h, idx_b, bound, x, logdet, ls, _flat(z, x, idx_b), False)
     else:
         _affine_inv(z, h, idx_b, bound, x, logdet, ls)
 
@@ -176,47 +176,36 @@ def _scales32(ls, sign):
 
 
 @_jit
-def _affine_fwd32(x, h, idx_b, bound, z, logdet, ls, flat):
+def _affine_map32(a, h, idx_b, bound, b, logdet, ls, flat, expand):
+    """expand: b = a e^ls + t (the forward map), logdet = sum ls; else b = (a - t) e^-ls (the
+    inverse), logdet = -sum ls."""
     n, nb = ls.shape
+    sign = np.float32(1.0) if expand else np.float32(-1.0)
     if _in_order(idx_b, flat):
-        _split_h(h, z, ls)  # z holds the shift until the flat loop overwrites it
-        lf, xf, zf = ls.reshape(n * nb), x.reshape(n * nb), z.reshape(n * nb)
-        for k in range(n * nb):
-            v = softclamp32(lf[k], bound)
-            lf[k] = v
-            zf[k] = xf[k] * exp32(v) + zf[k]
-        _row_sums(ls, 1.0, logdet)
-        return
-    e = _clamped_scales32(h, bound, np.float32(1.0), ls)
-    for i in range(n):
-        for j in range(x.shape[1]):
-            z[i, j] = x[i, j]
-        for j in range(nb):
-            c = idx_b[j]
-            z[i, c] = x[i, c] * e[i, j] + h[i, j]
-    _row_sums(ls, 1.0, logdet)
-
-
-@_jit
-def _affine_inv32(z, h, idx_b, bound, x, logdet, ls, flat):
-    n, nb = ls.shape
-    if _in_order(idx_b, flat):
-        _split_h(h, x, ls)  # x holds the shift until the flat loop overwrites it
-        lf, xf, zf = ls.reshape(n * nb), x.reshape(n * nb), z.reshape(n * nb)
-        for k in range(n * nb):
-            v = softclamp32(lf[k], bound)
-            lf[k] = v
-            xf[k] = (zf[k] - xf[k]) * exp32(-v)
-        _row_sums(ls, -1.0, logdet)
-        return
-    e = _clamped_scales32(h, bound, np.float32(-1.0), ls)
-    for i in range(n):
-        for j in range(z.shape[1]):
-            x[i, j] = z[i, j]
-        for j in range(nb):
-            c = idx_b[j]
-            x[i, c] = (z[i, c] - h[i, j]) * e[i, j]
-    _row_sums(ls, -1.0, logdet)
+        _split_h(h, b, ls)  # b holds the shift until the flat loop overwrites it
+        lf, af, bf = ls.reshape(n * nb), a.reshape(n * nb), b.reshape(n * nb)
+        if expand:  # two loops: a branch inside the loop measured 118 -> 196 us (4096 x 8)
+            for k in range(n * nb):
+                v = softclamp32(lf[k], bound)
+                lf[k] = v
+                bf[k] = af[k] * exp32(v) + bf[k]
+        else:
+            for k in range(n * nb):
+                v = softclamp32(lf[k], bound)
+                lf[k] = v
+                bf[k] = (af[k] - bf[k]) * exp32(-v)
+    else:
+        e = _clamped_scales32(h, bound, sign, ls)
+        for i in range(n):
+            for j in range(a.shape[1]):
+                b[i, j] = a[i, j]
+            for j in range(nb):
+                c = idx_b[j]
+                if expand:
+                    b[i, c] = a[i, c] * e[i, j] + h[i, j]
+                else:
+                    b[i, c] = (a[i, c] - h[i, j]) * e[i, j]
+    _row_sums(ls, 1.0 if expand else -1.0, logdet)
 
 
 @_jit
