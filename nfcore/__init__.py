@@ -1,6 +1,6 @@
 """nfcore: normalizing flows in NumPy and Numba, every gradient written out by hand."""
 
-from . import data, gradcheck, plot
+from . import data, gradcheck, plot, tabular
 from .core import (
     Buffer,
     Chain,
@@ -24,6 +24,7 @@ from .errors import (
     NfcoreError,
     ShapeError,
 )
+from .gmm import GaussianMixture
 from .kernels.cpu.memory import release as release_memory
 from .models import build
 from .nn import MADE, MLP, Conv2d, ConvNet, Linear, MaskedLinear, SpectralConv2d, SpectralLinear
@@ -36,9 +37,11 @@ from .transforms import (
     ActNorm,
     AdditiveCoupling,
     AffineCoupling,
+    AffineLU,
     BatchNorm,
     ConvResidualBlock,
     Dequantize,
+    DequantizeColumns,
     Flatten,
     ImageAdditiveCoupling,
     ImageAffineCoupling,
@@ -62,6 +65,10 @@ __all__ = [
     "data",
     "gradcheck",
     "plot",
+    "tabular",
+    "GaussianMixture",
+    "AffineLU",
+    "DequantizeColumns",
     "Buffer",
     "Chain",
     "DiagNormal",

@@ -37,15 +37,29 @@ def build_parser():
     t.add_argument("--scales", type=int, default=2, help="image flows: number of scales (default: 2)")
     t.add_argument("--levels", type=int, default=None,
                    help="image data: grey levels K (default: 256 for uint8 .npy files, 17 for digits)")
-    t.add_argument("--prior", default="auto", choices=["auto", "normal", "diag", "made", "made-mog"],
-                   help="base distribution: normal, diag, or the autoregressive made / made-mog prior "
-                        "(default auto: made-mog for maf, i.e. 'MAF MoG', and for resflow; normal otherwise)")
-    t.add_argument("--prior-components", type=int, default=32,
-                   help="mixture components per conditional of the made-mog prior (default: 32)")
+    t.add_argument("--prior", default="auto", choices=["auto", "normal", "diag", "made", "made-mog", "gmm"],
+                   help="base distribution: normal, diag, the autoregressive made / made-mog prior, or gmm "
+                        "(a learned Gaussian mixture) (default auto: on tables of fewer than 4,096 training rows "
+                        "the single Gaussian or a mixture, whichever cross-validates better; otherwise made-mog "
+                        "for maf, i.e. 'MAF MoG', and for resflow, normal for the rest)")
+    t.add_argument("--prior-components", type=int, default=None,
+                   help="mixture components per conditional of the made-mog prior (default: 32), or of "
+                        "the gmm base (default: 4; with --prior auto, chosen by cross-validation)")
+    t.add_argument("--mixture-covariance", default="full", choices=["full", "diag"],
+                   help="covariance of the gmm base's components when --prior gmm (default: full)")
+    t.add_argument("--no-whiten", action="store_true",
+                   help="vector data: no whitening layer (default: a learned full affine layer, started at the "
+                        "training rows' mean and Cholesky factor, so the untrained flow is the best Gaussian)")
+    t.add_argument("--steps", type=int, default=None,
+                   help="optimiser-step budget, turned into epochs (default: from the data's size; "
+                        "--epochs overrides it)")
+    t.add_argument("--weight-decay", type=float, default=None,
+                   help="decoupled (AdamW) weight decay (default: from the data's size)")
     t.add_argument("--prior-hidden", type=int, default=128,
                    help="hidden width of the made/made-mog prior's MADE, 2 layers (default: 128)")
     t.add_argument("--hidden", type=int, default=None,
-                   help="hidden width of the conditioner MLPs (default: 64) or ConvNets (default: 128)")
+                   help="hidden width of the conditioner MLPs (default: from the data's size, 64 from 4,096 "
+                        "training rows) or ConvNets (default: 128)")
     t.add_argument("--depth", type=int, default=2, help="hidden layers per conditioner (default: 2)")
     t.add_argument("--epochs", type=int, default=None, help="epochs (default: 40; maf: 60)")
     t.add_argument("--batch-size", type=int, default=None, help="minibatch size (default: 256; images: 64)")
@@ -53,7 +67,9 @@ def build_parser():
                    help="peak learning rate, cosine decay (default: 2e-3; images: 1e-3)")
     t.add_argument("--n-train", type=int, default=None,
                    help="points drawn from a built-in density (default: 20000; maf and resflow: 100000)")
-    t.add_argument("--patience", type=int, default=None, help="early stopping patience in epochs (default: off)")
+    t.add_argument("--patience", type=int, default=None,
+                   help="early stopping patience in epochs (vector data default: 20%% of the epochs, at least 5; "
+                        "images: off); the best validation weights are restored either way")
     t.add_argument("--clip-norm", type=float, default=None, help="gradient-norm clipping (default: off)")
     t.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="(default: float32)")
     t.add_argument("--seed", type=int, default=0)
@@ -108,8 +124,9 @@ def _fill_defaults(args, **defaults):
 
 
 def cmd_train(args, out=print):
-    from . import models
+    from . import models, tabular
     from .data import ENTROPY, IMAGE_DATASETS, TOY_DENSITIES, load_data, sample_toy, standardization
+    from .gmm import em_fit
     from .train import evaluate_nll, fit
 
     if args.threads is not None:
@@ -123,42 +140,94 @@ def cmd_train(args, out=print):
             "nfcore.fit_reverse_kl (examples/reverse_kl_banana.py)"
         )
     if args.flow == "glow" or args.data in IMAGE_DATASETS or args.levels is not None:
+        _fill_defaults(args, prior_components=32)
         return _train_images(args, out)
-    if args.prior == "auto":
-        args.prior = None
-    _fill_defaults(args, **_VECTOR_DEFAULTS.get(args.flow, {}))
-    _fill_defaults(args, prior="normal")
-    if args.hidden is None:
-        args.hidden = 64
-    _fill_defaults(args, layers=8, epochs=40, n_train=20_000)
-    args.batch_size = args.batch_size or 256
-    args.lr = args.lr or 2e-3
+    _fill_defaults(args, n_train=_VECTOR_DEFAULTS.get(args.flow, {}).get("n_train", 20_000))
     data = load_data(args.data, n=args.n_train, seed=args.seed)
+    if data.ndim != 2:
+        raise ConfigError(f"{args.data}: vector flows take (N, D) rows, got shape {data.shape}")
+    discrete = tabular.column_kinds(data)
+    plan = tabular.plan(data.shape[0], data.shape[1], args.flow)
+    small = plan["regime"] == "small"
+    if small:
+        _fill_defaults(args, layers=plan["layers"], hidden=plan["hidden"])
+    else:
+        _fill_defaults(args, **{k: v for k, v in _VECTOR_DEFAULTS.get(args.flow, {}).items() if k != "prior"})
+        _fill_defaults(args, hidden=plan["hidden"], layers=plan["layers"])
+    _fill_defaults(args, batch_size=plan["batch_size"], lr=plan["lr"], weight_decay=plan["weight_decay"])
+    rng = np.random.default_rng([args.seed, 5])
+    perm = rng.permutation(data.shape[0])
+    val, train = data[perm[: plan["val_rows"]]], data[perm[plan["val_rows"] :]]
+    steps_per_epoch = max(1, train.shape[0] // min(args.batch_size, train.shape[0]))
+    if args.epochs is None and args.steps is not None:
+        args.epochs = max(1, -(-args.steps // steps_per_epoch))
+    _fill_defaults(args, epochs=plan["epochs"])
+    _fill_defaults(args, patience=max(5, args.epochs // 5))
+    # the start (standardisation, whitening, the base's EM fit) uses every row, validation ones too, so the
+    # untrained flow is the maximum-likelihood Gaussian (or mixture) of all the data; validation rows only
+    # decide when to stop, and the start stays a candidate (keep_start)
     mean, std = standardization(data)
+    standardize = {"mean": mean.tolist(), "std": std.tolist()}
+    whiten = not args.no_whiten
+    prior_auto = args.prior == "auto"
+    scores = None
+    if args.prior == "auto":
+        args.prior = "normal" if small else _VECTOR_DEFAULTS.get(args.flow, {}).get("prior", "normal")
+    _fill_defaults(args, prior_components=4 if args.prior == "gmm" else 32)
     config = {
         "flow": args.flow, "dim": data.shape[1], "layers": args.layers, "hidden": [args.hidden] * args.depth,
         "dtype": args.dtype, "seed": args.seed,
         "base": args.prior,
         "prior_components": args.prior_components, "prior_hidden": [args.prior_hidden] * 2,
-        "standardize": {"mean": mean.tolist(), "std": std.tolist()},
+        "mixture_covariance": args.mixture_covariance,
+        "standardize": standardize, "whiten": whiten, "discrete": discrete or None,
     }
     if data.shape[1] > 2 and args.flow in ("realnvp", "nice"):
         config["permute"] = "random"
     flow = models.build(config)
+    rows = data.astype(args.dtype)
+    if whiten:
+        tabular.initialize(flow, rows)
+    if small and args.prior == "normal" and prior_auto:
+        # the base is chosen on the rows as it sees them at the start (whitened, permuted)
+        scores = []
+        choice, _ = tabular.select_base(tabular.base_rows(flow, rows), seed=args.seed, log=scores.append)
+        if choice is not None:
+            args.prior, args.prior_components, args.mixture_covariance, mixture = "gmm", *choice
+            config.update(base="gmm", prior_components=args.prior_components,
+                          mixture_covariance=args.mixture_covariance)
+            start = flow.transform.state_dict()
+            flow = models.build(config)
+            flow.transform.load_state_dict(start)
+            flow.base.set_mixture(*mixture)
+    elif args.prior == "gmm":
+        w, mu, covs, _ = em_fit(tabular.base_rows(flow, rows), args.prior_components, args.mixture_covariance,
+                                seed=args.seed)
+        flow.base.set_mixture(w, mu, covs)
     if args.device != "cpu":
         flow.to(args.device)
+    out(f"data: {args.data}, {data.shape[0]} rows x {data.shape[1]} columns; "
+        + (f"integer-valued columns {discrete} dequantised (uniform noise)" if discrete else "no integer columns"))
+    out(f"plan ({plan['regime']} table): {train.shape[0]} training / {val.shape[0]} validation rows, batch "
+        f"{args.batch_size}, {args.epochs} epochs ({args.epochs * steps_per_epoch} steps), lr {args.lr:g} (cosine), "
+        f"weight decay {args.weight_decay:g}, patience {args.patience} epochs; whitening "
+        f"{'on' if whiten else 'off'}; base {args.prior}"
+        + (f" (K={args.prior_components}, {args.mixture_covariance})" if args.prior == "gmm" else ""))
+    for line in scores or []:
+        out(line)
     name = os.path.splitext(os.path.basename(str(args.data)))[0]
     run_dir = args.out or os.path.join("runs", f"{args.flow}-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     out(f"nfcore train: {args.flow} ({args.layers} layers, hidden {config['hidden']}), {flow.num_parameters()} "
         f"parameters, data {args.data} {data.shape}, {args.dtype} on {args.device} -> {run_dir}")
     t0 = time.perf_counter()
-    history = fit(flow, data.astype(args.dtype), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                  clip_norm=args.clip_norm, patience=args.patience, seed=args.seed, out_dir=run_dir,
-                  resume=args.resume, log=out, lr_schedule="cosine",
-                  meta={"data": str(args.data), "n_train": int(data.shape[0])})
+    history = fit(flow, train.astype(args.dtype), val_data=val.astype(args.dtype), epochs=args.epochs,
+                  batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, clip_norm=args.clip_norm,
+                  patience=args.patience, seed=args.seed, out_dir=run_dir, resume=args.resume, log=out,
+                  lr_schedule="cosine", keep_start=whiten or args.prior == "gmm",
+                  meta={"data": str(args.data), "n_train": int(train.shape[0]), "n_val": int(val.shape[0])})
     elapsed = time.perf_counter() - t0
     out(f"trained {len(history.rows)} epochs in {elapsed:.1f} s; best validation NLL {history.best_val:.4f} "
-        f"(epoch {history.best_epoch + 1})")
+        + (f"(epoch {history.best_epoch + 1})" if history.best_epoch >= 0 else "(the untrained start)"))
     if args.data in TOY_DENSITIES:
         test = sample_toy(args.data, 20_000, seed=10_000 + args.seed).astype(args.dtype)
         nll = evaluate_nll(flow, test)

@@ -36,8 +36,15 @@ Config keys (defaults in ``DEFAULTS``):
     scale_bound RealNVP's soft log-scale bound
     base        ``normal`` | ``diag`` (learnable diagonal Gaussian; the default of image flows:
                 Glow's learned top prior) | ``made`` (autoregressive
-                Gaussian prior) | ``made-mog`` (autoregressive mixture prior)
-    prior_hidden, prior_components  MADE widths and mixture size of the made/made-mog bases
+                Gaussian prior) | ``made-mog`` (autoregressive mixture prior) | ``gmm`` (a learned
+                Gaussian mixture, ``GaussianMixture``; vector flows)
+    prior_hidden, prior_components  MADE widths of the made/made-mog bases; the mixture size of the
+                made-mog (per conditional) and gmm bases
+    mixture_covariance  gmm base: ``full`` | ``diag``
+    whiten      vector flows: a learned full affine layer (``AffineLU``) after the standardisation;
+                it starts at the identity, ``nfcore.tabular.initialize`` sets it to whiten data
+    discrete    vector flows: indices of integer-valued columns, dequantised first
+                (``DequantizeColumns``), or None
     context_dim width of the context (conditional flows)
     standardize ``{"mean": [...], "std": [...]}`` or None: a fixed first layer
     dtype       ``float64`` | ``float32``
@@ -60,9 +67,11 @@ from .transforms import (
     ActNorm,
     AdditiveCoupling,
     AffineCoupling,
+    AffineLU,
     BatchNorm,
     ConvResidualBlock,
     Dequantize,
+    DequantizeColumns,
     Flatten,
     ImageAdditiveCoupling,
     ImageAffineCoupling,
@@ -106,6 +115,9 @@ DEFAULTS = {
     "base": "normal",
     "prior_hidden": [64, 64],
     "prior_components": 4,
+    "mixture_covariance": "full",
+    "whiten": False,
+    "discrete": None,
     "context_dim": 0,
     "standardize": None,
     "dtype": "float64",
@@ -127,14 +139,19 @@ def _base(cfg, dtype):
         components = 1 if cfg["base"] == "made" else int(cfg["prior_components"])
         return AutoregressivePrior(cfg["dim"], hidden=cfg["prior_hidden"], components=components,
                                    rng=np.random.default_rng([cfg["seed"], 1]), dtype=dtype)
-    raise ConfigError(f"unknown base {cfg['base']!r}; choose normal, diag, made or made-mog")
+    if cfg["base"] == "gmm":
+        from .gmm import GaussianMixture
+
+        if cfg["shape"] is not None:
+            raise ConfigError("the gmm base is for vector flows")
+        return GaussianMixture(cfg["dim"], components=int(cfg["prior_components"]),
+                               covariance=cfg["mixture_covariance"], seed=cfg["seed"], dtype=dtype)
+    raise ConfigError(f"unknown base {cfg['base']!r}; choose normal, diag, made, made-mog or gmm")
 
 
 def _coupling_chain(cfg, layer_cls, extra_kwargs, dtype):
     rng = np.random.default_rng(cfg["seed"])
-    layers = _dequantize_vector(cfg)
-    if cfg["standardize"] is not None:
-        layers.append(Standardize(cfg["standardize"]["mean"], cfg["standardize"]["std"], dtype=dtype))
+    layers = _vector_front(cfg, dtype)
     for k in range(cfg["layers"]):
         mask = make_mask(cfg["dim"], cfg["mask"], parity=k, rng=rng)
         layers.append(
@@ -146,16 +163,27 @@ def _coupling_chain(cfg, layer_cls, extra_kwargs, dtype):
     return layers
 
 
-def _dequantize_vector(cfg):
-    """Vector flows on K-level data (``levels``): Dequantize first, then the rest sees (v + u) / K."""
-    return [Dequantize(cfg["dim"], cfg["levels"], seed=cfg["seed"])] if cfg["levels"] is not None else []
+def _vector_front(cfg, dtype):
+    """The fixed and data-fitted first layers of a vector flow, data side first.
+
+    K-level data (``levels``): Dequantize, so the rest sees (v + u) / K; integer columns of a
+    table (``discrete``): DequantizeColumns; then Standardize and the whitening AffineLU.
+    """
+    layers = []
+    if cfg["levels"] is not None:
+        layers.append(Dequantize(cfg["dim"], cfg["levels"], seed=cfg["seed"]))
+    if cfg["discrete"]:
+        layers.append(DequantizeColumns(cfg["dim"], cfg["discrete"], seed=[cfg["seed"], 3]))
+    if cfg["standardize"] is not None:
+        layers.append(Standardize(cfg["standardize"]["mean"], cfg["standardize"]["std"], dtype=dtype))
+    if cfg["whiten"]:
+        layers.append(AffineLU(cfg["dim"], dtype=dtype))
+    return layers
 
 
 def _autoregressive_chain(cfg, cls, dtype):
     rng = np.random.default_rng(cfg["seed"])
-    layers = _dequantize_vector(cfg)
-    if cfg["standardize"] is not None:
-        layers.append(Standardize(cfg["standardize"]["mean"], cfg["standardize"]["std"], dtype=dtype))
+    layers = _vector_front(cfg, dtype)
     for k in range(cfg["layers"]):
         order = cfg["order"]
         if order == "alternate":
@@ -254,9 +282,7 @@ def nice(cfg, dtype):
 
 def _residual_chain(cfg, dtype):
     rng = np.random.default_rng(cfg["seed"])
-    layers = _dequantize_vector(cfg)
-    if cfg["standardize"] is not None:
-        layers.append(Standardize(cfg["standardize"]["mean"], cfg["standardize"]["std"], dtype=dtype))
+    layers = _vector_front(cfg, dtype)
     for _ in range(cfg["layers"]):
         layers.append(ActNorm(cfg["dim"], dtype=dtype))
         layers.append(ResidualBlock(cfg["dim"], hidden=cfg["hidden"], activation=cfg["activation"], coeff=cfg["coeff"],
@@ -343,6 +369,13 @@ def normalize_config(config):
         cfg[key] = int(cfg[key])
     if cfg["dtype"] not in ("float32", "float64"):
         raise ConfigError(f"dtype must be float32 or float64, got {cfg['dtype']!r}")
+    if cfg["mixture_covariance"] not in ("full", "diag"):
+        raise ConfigError(f"mixture_covariance must be full or diag, got {cfg['mixture_covariance']!r}")
+    cfg["whiten"] = bool(cfg["whiten"])
+    if (cfg["whiten"] or cfg["discrete"] or cfg["base"] == "gmm") and cfg["shape"] is not None:
+        raise ConfigError("whiten, discrete and the gmm base are for vector flows (no shape)")
+    if cfg["discrete"] is not None:
+        cfg["discrete"] = sorted({int(c) for c in cfg["discrete"]}) or None
     if cfg["standardize"] is not None:
         s = cfg["standardize"]
         cfg["standardize"] = {"mean": [float(v) for v in s["mean"]], "std": [float(v) for v in s["std"]]}

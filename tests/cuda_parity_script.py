@@ -229,6 +229,7 @@ def op_cases(rng, dt, s):
             (f"k={k}", [r(n, 3 * k * d), k, 2.0, rng.uniform(size=(n, d)).astype(dt), r(n, d), _nan((n, d), dt)], [5])
             for k in (1, 3)
         ],
+        "logsumexp_cols": [(f"k={k}", [r(k, n, scale=3.0), _nan(n, dt), _nan((k, n), dt)], [1, 2]) for k in (1, 4)],
         "fill_sum": [(f"scale={sc}", [_nan(n, dt), r(d), sc], [0]) for sc in (1.0, -3.0)],
         "sumsq": [("", [r(flat)], [])],
         "total": [("2-D", [r(n, d)], []), ("long", [r(40 * flat)], [])],

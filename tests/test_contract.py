@@ -17,6 +17,7 @@ from nfcore.transforms import (
     ActNorm,
     AdditiveCoupling,
     AffineCoupling,
+    AffineLU,
     BatchNorm,
     ConvResidualBlock,
     Flatten,
@@ -104,6 +105,12 @@ FACTORIES = {
     "chain-iresnet": lambda dt: nfcore.build({"flow": "iresnet", "dim": D, "layers": 2, "hidden": [6],
                                               "logdet": "exact", "dtype": np.dtype(dt).name}).transform,
     "chain-realnvp-multiscale": lambda dt: _image_chain("realnvp", dt),
+    # the tabular front: a learned full affine map (started to whiten), and a chain that starts with it
+    "affine-lu": lambda dt: AffineLU(D, loc=np.arange(D) * 0.2, scale_tril=np.tril(np.full((D, D), 0.3))
+                                     + np.eye(D), dtype=dt),
+    "affine-lu-diagonal": lambda dt: AffineLU(D, loc=np.ones(D), diagonal=True, dtype=dt),
+    "chain-maf-whiten": lambda dt: nfcore.build({"flow": "maf", "dim": D, "layers": 1, "hidden": [8],
+                                                 "whiten": True, "dtype": np.dtype(dt).name}).transform,
 }
 
 #: event shape of each factory's input (default (D,))
@@ -151,6 +158,7 @@ NO_GRADIENT = {
     "maf": {"inverse"},
     "maf-random-context-tanh": {"inverse"},
     "chain-maf": {"inverse"},
+    "chain-maf-whiten": {"inverse"},
     "iaf": {"forward"},
     "maf-residual": {"inverse"},
     "iaf-residual": {"forward"},
@@ -197,8 +205,9 @@ def test_every_transform_class_is_covered():
     covered = {type(FACTORIES[k](np.float64)).__name__ for k in FACTORIES}
     public = {n for n in nfcore.transforms.__all__ if isinstance(getattr(nfcore.transforms, n), type)}
     public -= {"Coupling", "ImageCoupling"}  # abstract templates
-    # Dequantize is discrete and stochastic: its own tests are in test_image.py
-    assert public <= covered | {"Chain", "Inverse", "Dequantize"}, public - covered
+    # Dequantize and DequantizeColumns are discrete and stochastic: their own tests are in
+    # test_image.py and test_tabular.py
+    assert public <= covered | {"Chain", "Inverse", "Dequantize", "DequantizeColumns"}, public - covered
 
 
 @pytest.mark.parametrize("name", sorted(FACTORIES))

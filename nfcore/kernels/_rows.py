@@ -27,6 +27,7 @@ __all__ = [
     "mog_logprob_row",
     "mog_logprob_bwd_row",
     "mog_sample_row",
+    "logsumexp_column",
     "squeeze_element",
     "col2im_pixel",
     "logit_row",
@@ -304,6 +305,25 @@ def mog_sample_row(h, ncomp, bound, unif, eps, out, i):
                 break
         ls = softclamp(h[i, (2 * ncomp + pick) * dim + d], bound)
         out[i, d] = h[i, (ncomp + pick) * dim + d] + math.exp(ls) * eps[i, d]
+
+
+@_jit
+def logsumexp_column(a, out, resp, j):
+    """Column j of a (K, N): out[j] = log sum_k e^a[k, j] and resp[k, j] = e^(a[k, j] - out[j]).
+
+    The maximum is taken out first, so no term overflows; a column of -inf gives out = -inf and
+    responsibilities NaN (an impossible point), NaN propagates.
+    """
+    m = a[0, j]
+    for k in range(1, a.shape[0]):
+        m = max(m, a[k, j])
+    acc = 0.0
+    for k in range(a.shape[0]):
+        acc += math.exp(a[k, j] - m)
+    lse = m + math.log(acc)
+    out[j] = lse
+    for k in range(a.shape[0]):
+        resp[k, j] = math.exp(a[k, j] - lse)
 
 
 # -- image and residual-flow ops ------------------------------------------------------------------

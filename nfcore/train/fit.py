@@ -93,7 +93,7 @@ def _check_data(flow, data, name):
 
 def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight_decay=0.0, clip_norm=None,
         val_fraction=0.1, val_data=None, val_context=None, patience=None, seed=0, out_dir=None, resume=None,
-        max_seconds=None, lr_schedule="constant", log=print, meta=None):
+        max_seconds=None, lr_schedule="constant", log=print, meta=None, keep_start=False):
     """Fit ``flow`` by maximum likelihood with Adam; returns a ``History``.
 
     Arguments:
@@ -110,6 +110,12 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
         lr_schedule: ``constant`` or ``cosine`` (decay from ``lr`` to 0 over the epochs of this call).
         log: callable taking one line of progress text (None: silent).
         meta: extra JSON-able facts stored in the checkpoints (e.g. the data source).
+        keep_start: score the flow on the validation data before the first step and keep those
+            weights unless the best epoch beats them *clearly*: its per-row validation gain over
+            the start must exceed twice its standard error (a paired test), since on a few dozen
+            validation rows a small gain is noise. For a flow that starts from a fitted model
+            (``nfcore.tabular.initialize``): training then does not end worse than the start
+            by chance. Not with data-dependent initialisation (ActNorm).
 
     At the end the flow holds the best weights by validation NLL (early-stopping semantics) and
     is in evaluation mode (``flow.eval()``: batch-norm layers use their running averages).
@@ -164,6 +170,17 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
     t_start = time.perf_counter()
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
+    start = None
+    if keep_start and resume is None and dev_val is not None:
+        flow.eval()
+        start = (flow.state_dict(), _row_log_probs(flow, dev_val, dev_val_ctx))
+        history.best_val = -float(np.mean(start[1]))
+        best_state = start[0]
+        if log is not None:
+            log(f"start       val NLL {history.best_val:8.4f}  (the untrained flow)")
+        if out_dir is not None:
+            save(os.path.join(out_dir, "model.npz"), flow, None,
+                 dict(meta, best_epoch=-1, best_val=history.best_val, epochs_done=0, lr=lr, batch_size=batch_size))
 
     steps_per_epoch = n // batch_size
     total_steps = epochs * steps_per_epoch
@@ -229,7 +246,31 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
     if best_state is not None:
         flow.load_state_dict(best_state)
     flow.eval()
+    if start is not None and history.best_epoch >= 0:
+        gain = _row_log_probs(flow, dev_val, dev_val_ctx) - start[1]
+        se = float(np.std(gain) / math.sqrt(gain.size))
+        if not float(np.mean(gain)) > 2.0 * se:
+            flow.load_state_dict(start[0])
+            flow.eval()
+            if log is not None:
+                log(f"kept the untrained start: the best epoch ({history.best_epoch + 1}) gains {np.mean(gain):.4f} "
+                    f"nats per validation row, within twice its standard error ({se:.4f})")
+            history.best_epoch, history.best_val = -1, -float(np.mean(start[1]))
+            if out_dir is not None:
+                save(os.path.join(out_dir, "model.npz"), flow, None,
+                     dict(meta, best_epoch=-1, best_val=history.best_val, epochs_done=len(history.rows), lr=lr,
+                          batch_size=batch_size))
     return history
+
+
+def _row_log_probs(flow, x, context=None, batch_size=4096):
+    """log p(x_n) per row, float64 on the host."""
+    parts = []
+    for s in range(0, x.shape[0], batch_size):
+        c = None if context is None else context[s : s + batch_size]
+        lp = flow.log_prob(x[s : s + batch_size], c)
+        parts.append(np.asarray(backend_of(lp).to_host(lp), dtype=np.float64))
+    return np.concatenate(parts)
 
 
 def fit_reverse_kl(flow, log_target, *, steps=2000, batch_size=256, lr=1e-3, clip_norm=None, seed=0, log=print,

@@ -8,8 +8,9 @@ from .elementwise import Scaling, Standardize
 from .image_coupling import ImageAdditiveCoupling, ImageAffineCoupling, ImageCoupling, image_mask
 from .invconv import InvConv1x1, InvConv1x1LU
 from .iresnet import ConvResidualBlock, ResidualBlock
+from .linear import AffineLU, whitening
 from .permute import Permutation, make_permutation
-from .preprocess import Dequantize, Logit
+from .preprocess import Dequantize, DequantizeColumns, Logit
 from .split import Split
 from .squeeze import Flatten, Squeeze
 
@@ -36,6 +37,9 @@ __all__ = [
     "Flatten",
     "Split",
     "Dequantize",
+    "DequantizeColumns",
+    "AffineLU",
+    "whitening",
     "Logit",
     "ResidualBlock",
     "ConvResidualBlock",

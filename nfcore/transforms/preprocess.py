@@ -15,7 +15,7 @@ from ..core.transform import Transform
 from ..errors import ConfigError, InputOutsideDomain, ShapeError
 from ..kernels import backend_of, is_device_array
 
-__all__ = ["Dequantize", "Logit"]
+__all__ = ["Dequantize", "DequantizeColumns", "Logit"]
 
 
 def _event(shape):
@@ -100,6 +100,61 @@ class Dequantize(Transform):
 
     def config(self):
         return {"type": "Dequantize", "shape": list(self.shape), "levels": self.levels}
+
+
+class DequantizeColumns(Transform):
+    """y_j = x_j + u_j, u_j ~ U[0, 1), on the integer-valued columns j of a table; log|det| = 0.
+
+    For a column of integers (a binary code, a count) a continuous density would put a spike
+    on every value; with the noise added, ``flow.log_prob(x)`` is, in expectation over u, a lower
+    bound on the log-probability of the discrete values times the density of the continuous
+    columns (unit bins: ``log P(x_j) >= E_u log p(x_j + u)``). Fresh noise on every forward call
+    from the layer's own generator (``seed``); the inverse is ``floor`` on those columns. On host
+    arrays the input is checked: those columns must hold integers.
+
+    Arguments:
+        dim: D, the number of columns.
+        columns: the indices of the integer-valued columns.
+    """
+
+    def __init__(self, dim, columns, seed=None):
+        self.dim = int(dim)
+        cols = sorted({int(c) for c in columns})
+        if not cols or cols[0] < 0 or cols[-1] >= self.dim:
+            raise ConfigError(f"discrete columns must be a non-empty list of indices in [0, {self.dim - 1}], "
+                              f"got {list(columns)}")
+        self.columns = np.array(cols, dtype=np.int64)
+        self._rng = np.random.default_rng(seed)
+
+    def forward(self, x, context=None, need_grad=True):
+        _check(x, (self.dim,), "DequantizeColumns")
+        ops = backend_of(x)
+        if not is_device_array(x):
+            sub = np.asarray(x)[:, self.columns]
+            bad = np.flatnonzero(np.any(sub != np.floor(sub), axis=0))
+            if bad.size:
+                raise InputOutsideDomain(f"column {int(self.columns[bad[0]])} was integer-valued in training "
+                                         "(dequantised) but holds non-integers here")
+        u = np.zeros(x.shape, dtype=x.dtype)
+        u[:, self.columns] = self._rng.random((x.shape[0], self.columns.size))
+        y = ops.copy(x)
+        ops.iadd(y, ops.asarray(u))
+        return y, ops.zeros((x.shape[0],), x.dtype), _DirCache(False)
+
+    def inverse(self, z, context=None, need_grad=True):
+        _check(z, (self.dim,), "DequantizeColumns.inverse")
+        ops = backend_of(z)
+        x = np.array(ops.to_host(z))
+        x[:, self.columns] = np.floor(x[:, self.columns])
+        return ops.asarray(x), ops.zeros((z.shape[0],), z.dtype), _DirCache(True)
+
+    def backward(self, dout, dlogabsdet, cache):
+        """dy/dx = I (the noise is added; a.e. for the inverse's floor, whose derivative is 0 there:
+        dx = dz is the straight-through convention, as for ``Dequantize``)."""
+        return backend_of(dout).copy(dout)
+
+    def config(self):
+        return {"type": "DequantizeColumns", "dim": self.dim, "columns": self.columns.tolist()}
 
 
 class LogitCache(NamedTuple):

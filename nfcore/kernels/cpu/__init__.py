@@ -52,7 +52,7 @@ from .image import (
     unsqueeze2x2,
 )
 from .memory import pooled_empty
-from .mixture import mog_logprob, mog_logprob_bwd, mog_sample
+from .mixture import logsumexp_cols, mog_logprob, mog_logprob_bwd, mog_sample
 from .residual import act2, lipswish_dbeta, rowdot_acc, scale_rows
 
 __all__ = [
@@ -86,6 +86,7 @@ __all__ = [
     "mog_logprob",
     "mog_logprob_bwd",
     "mog_sample",
+    "logsumexp_cols",
     "additive_coupling",
     "additive_coupling_bwd",
     "affine_coupling_fwd",

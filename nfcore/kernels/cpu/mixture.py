@@ -3,9 +3,9 @@
 import numpy as np
 from numba import njit
 
-from .._rows import mog_logprob_bwd_row, mog_logprob_row, mog_sample_row
+from .._rows import logsumexp_column, mog_logprob_bwd_row, mog_logprob_row, mog_sample_row
 
-__all__ = ["mog_logprob", "mog_logprob_bwd", "mog_sample"]
+__all__ = ["mog_logprob", "mog_logprob_bwd", "mog_sample", "logsumexp_cols"]
 
 _jit = njit(cache=True, error_model="numpy")
 
@@ -31,3 +31,11 @@ def mog_sample(h, ncomp, bound, unif, eps, out):
     """out[n, d] = mu_c + s_c eps[n, d] with c drawn from the weights by unif[n, d]."""
     for i in range(out.shape[0]):
         mog_sample_row(h, ncomp, bound, unif, eps, out, i)
+
+
+@_jit
+def logsumexp_cols(a, out, resp):
+    """out[n] = log sum_k exp a[k, n] for a (K, N); resp[k, n] = exp(a[k, n] - out[n]) (a mixture's
+    responsibilities when a[k] holds log w_k + log p_k)."""
+    for j in range(a.shape[1]):
+        logsumexp_column(a, out, resp, j)

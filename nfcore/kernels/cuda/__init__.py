@@ -76,7 +76,7 @@ from .image import (
     squeeze2x2,
     unsqueeze2x2,
 )
-from .mixture import mog_logprob, mog_logprob_bwd, mog_sample
+from .mixture import logsumexp_cols, mog_logprob, mog_logprob_bwd, mog_sample
 from .residual import act2, lipswish_dbeta, rowdot_acc, scale_rows
 
 __all__ = [
@@ -110,6 +110,7 @@ __all__ = [
     "mog_logprob",
     "mog_logprob_bwd",
     "mog_sample",
+    "logsumexp_cols",
     "additive_coupling",
     "additive_coupling_bwd",
     "affine_coupling_fwd",

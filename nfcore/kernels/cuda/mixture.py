@@ -11,8 +11,9 @@ from .._scalar import for_cuda
 mog_logprob_row = for_cuda(_rows.mog_logprob_row)
 mog_logprob_bwd_row = for_cuda(_rows.mog_logprob_bwd_row)
 mog_sample_row = for_cuda(_rows.mog_sample_row)
+logsumexp_column = for_cuda(_rows.logsumexp_column)
 
-__all__ = ["mog_logprob", "mog_logprob_bwd", "mog_sample"]
+__all__ = ["mog_logprob", "mog_logprob_bwd", "mog_sample", "logsumexp_cols"]
 
 _pkg = sys.modules[__package__]
 
@@ -43,6 +44,13 @@ def _sample_kernel(h, ncomp, bound, unif, eps, out):
         mog_sample_row(h, ncomp, bound, unif, eps, out, i)
 
 
+@cuda.jit(cache=True)
+def _logsumexp_kernel(a, out, resp):
+    j = cuda.grid(1)
+    if j < a.shape[1]:
+        logsumexp_column(a, out, resp, j)
+
+
 def _check(ncomp):
     if ncomp > MAX_COMPONENTS:
         raise ValueError(f"the CUDA mixture kernels hold at most {MAX_COMPONENTS} components, got {ncomp}")
@@ -63,3 +71,8 @@ def mog_logprob_bwd(dlp, z, h, ncomp, bound, dz, dh):
 def mog_sample(h, ncomp, bound, unif, eps, out):
     """out[n, d] = mu_c + s_c eps[n, d] with c drawn from the weights by unif[n, d]."""
     _sample_kernel[_pkg._grid(out.shape[0])](h, int(ncomp), np.dtype(out.dtype).type(bound), unif, eps, out)
+
+
+def logsumexp_cols(a, out, resp):
+    """out[n] = log sum_k exp a[k, n] for a (K, N); resp[k, n] = exp(a[k, n] - out[n])."""
+    _logsumexp_kernel[_pkg._grid(a.shape[1])](a, out, resp)
