@@ -47,9 +47,10 @@ def build_parser():
                         "the gmm base (default: 4; with --prior auto, chosen by cross-validation)")
     t.add_argument("--mixture-covariance", default="full", choices=["full", "diag"],
                    help="covariance of the gmm base's components when --prior gmm (default: full)")
-    t.add_argument("--no-whiten", action="store_true",
-                   help="vector data: no whitening layer (default: a learned full affine layer, started at the "
-                        "training rows' mean and Cholesky factor, so the untrained flow is the best Gaussian)")
+    t.add_argument("--whiten", default="auto", choices=["auto", "on", "off"],
+                   help="vector data: a learned full affine layer first, started at the rows' mean and Cholesky "
+                        "factor, so the untrained flow is the best Gaussian (default auto: on for tables of fewer "
+                        "than 4,096 training rows; on the 20,000-row toys it cost 0.02 nats)")
     t.add_argument("--steps", type=int, default=None,
                    help="optimiser-step budget, turned into epochs (default: from the data's size; "
                         "--epochs overrides it)")
@@ -168,7 +169,7 @@ def cmd_train(args, out=print):
     # decide when to stop, and the start stays a candidate (keep_start)
     mean, std = standardization(data)
     standardize = {"mean": mean.tolist(), "std": std.tolist()}
-    whiten = not args.no_whiten
+    whiten = args.whiten == "on" or (args.whiten == "auto" and small)
     prior_auto = args.prior == "auto"
     scores = None
     if args.prior == "auto":
