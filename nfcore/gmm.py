@@ -56,8 +56,10 @@ class GaussianMixture(Distribution):
         >>> import numpy as np
         >>> gm = GaussianMixture(2, components=2)
         >>> gm.set_mixture([0.5, 0.5], [[-2.0, 0.0], [2.0, 0.0]], [np.eye(2), np.eye(2)])
-        >>> float(np.exp(gm.log_prob(np.array([[2.0, 0.0]]))[0][0]) * 4 * np.pi).__round__(4)
-        1.0
+        >>> # at (2, 0): 0.5 N(0; 0, I) + 0.5 N((4, 0); 0, I) = (1 + e^-8) / (4 pi)
+        >>> p = np.exp(gm.log_prob(np.array([[2.0, 0.0]]))[0][0])
+        >>> bool(np.isclose(p * 4 * np.pi, 1 + np.exp(-8.0), rtol=1e-12))
+        True
     """
 
     def __init__(self, dim, components=2, covariance="full", seed=0, dtype=np.float64):
@@ -71,9 +73,11 @@ class GaussianMixture(Distribution):
         self.covariance = covariance
         k = int(components)
         self.logits = Parameter(np.zeros(k, dtype=dtype))
-        means = np.random.default_rng([int(seed), 2]).standard_normal((k, self.size)) if k > 1 else np.zeros((1, 1))
-        self.components = [AffineLU(self.size, loc=means[c] if k > 1 else None, diagonal=covariance == "diag",
-                                    dtype=dtype) for c in range(k)]
+        means = np.zeros((k, self.size))
+        if k > 1:
+            means = np.random.default_rng([int(seed), 2]).standard_normal((k, self.size))
+        self.components = [AffineLU(self.size, loc=means[c], diagonal=covariance == "diag", dtype=dtype)
+                           for c in range(k)]
 
     @property
     def n_components(self):
@@ -227,8 +231,10 @@ def _kmeans_resp(x, k, rng, steps=10):
         p = d2 / d2.sum() if d2.sum() > 0 else np.full(n, 1.0 / n)
         centres.append(x[rng.choice(n, p=p)])
     centres = np.array(centres)
+    sq = np.sum(x * x, axis=1)[:, None]
     for _ in range(steps):
-        label = np.argmin(((x[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+        # |x - c|^2 = |x|^2 - 2 x.c + |c|^2, as an (N, K) product: no (N, K, D) temporary
+        label = np.argmin(sq - 2.0 * x @ centres.T + np.sum(centres * centres, axis=1), axis=1)
         for c in range(k):
             if np.any(label == c):
                 centres[c] = x[label == c].mean(axis=0)

@@ -58,15 +58,15 @@ class History:
         return cls(rows, best_epoch, best_val)
 
 
+def _log_prob_batches(flow, x, context, batch_size):
+    """log p of ``x`` batch by batch, each (B,) on the input's device, no gradient."""
+    for s in range(0, x.shape[0], batch_size):
+        yield flow.log_prob(x[s : s + batch_size], None if context is None else context[s : s + batch_size])
+
+
 def evaluate_nll(flow, x, context=None, batch_size=4096):
     """Mean negative log-likelihood of ``x`` (host or device array), in batches, no gradient."""
-    n = x.shape[0]
-    total = 0.0
-    for s in range(0, n, batch_size):
-        c = None if context is None else context[s : s + batch_size]
-        lp = flow.log_prob(x[s : s + batch_size], c)
-        total += backend_of(lp).total(lp)
-    return -total / n
+    return -sum(backend_of(lp).total(lp) for lp in _log_prob_batches(flow, x, context, batch_size)) / x.shape[0]
 
 
 def bits_per_dim(flow, x, draws=1, batch_size=4096):
@@ -265,12 +265,8 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
 
 def _row_log_probs(flow, x, context=None, batch_size=4096):
     """log p(x_n) per row, float64 on the host."""
-    parts = []
-    for s in range(0, x.shape[0], batch_size):
-        c = None if context is None else context[s : s + batch_size]
-        lp = flow.log_prob(x[s : s + batch_size], c)
-        parts.append(np.asarray(backend_of(lp).to_host(lp), dtype=np.float64))
-    return np.concatenate(parts)
+    return np.concatenate([np.asarray(backend_of(lp).to_host(lp), dtype=np.float64)
+                           for lp in _log_prob_batches(flow, x, context, batch_size)])
 
 
 def fit_reverse_kl(flow, log_target, *, steps=2000, batch_size=256, lr=1e-3, clip_norm=None, seed=0, log=print,

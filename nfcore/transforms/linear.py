@@ -92,6 +92,7 @@ class AffineLU(_InvConv):
         self.lower = factors(np.zeros((d, d), dtype=dtype))
         self.upper = factors(np.ascontiguousarray(np.triu(w, 1), dtype=dtype))
         self.log_s = Parameter(np.log(np.diag(w)).astype(dtype))
+        self._zeros = {}  # a zero log-scale for diag_affine, per (backend, dtype): not state, not walked
 
     _matrix = InvConv1x1LU._matrix
     _logdet_fill = InvConv1x1LU._logdet_fill
@@ -110,8 +111,11 @@ class AffineLU(_InvConv):
     def _shift(self, x, sign):
         """x - b (sign -1) or x + b (sign +1), as a new array."""
         ops = backend_of(x)
+        key = (ops.name, np.dtype(x.dtype))
+        if key not in self._zeros:
+            self._zeros[key] = ops.zeros((self.channels,), x.dtype)
         out = ops.empty(x.shape, x.dtype)
-        ops.diag_affine(x, self.loc.data, ops.zeros((self.channels,), x.dtype), sign, out)
+        ops.diag_affine(x, self.loc.data, self._zeros[key], sign, out)
         return out
 
     def forward(self, x, context=None, need_grad=True):
