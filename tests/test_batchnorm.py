@@ -41,14 +41,26 @@ def test_maf_with_batch_norm_trains_saves_and_samples(tmp_path):
     x = sample_toy("8gaussians", 1500, 0)
     flow = nfcore.build({"flow": "maf", "dim": 2, "layers": 3, "hidden": [16, 16], "batch_norm": True,
                          "standardize": {"mean": x.mean(0), "std": x.std(0)}})
-    assert sum(type(t).__name__ == "BatchNorm" for t in flow.transform.transforms) == 2
-    h = nfcore.fit(flow, x, epochs=3, batch_size=100, out_dir=tmp_path, log=None)
-    assert h.rows[-1]["val_nll"] < h.rows[0]["val_nll"] + 0.5
+    bns = [t for t in flow.transform.transforms if type(t).__name__ == "BatchNorm"]
+    assert len(bns) == 2
+    start = -np.mean(flow.eval().log_prob(x))
+    h = nfcore.fit(flow, x, epochs=10, batch_size=100, lr=3e-3, out_dir=tmp_path, log=None)
     assert not flow.training  # fit leaves the flow evaluating with running averages
+    # training helped: measured 4.25 -> 3.82 nats on the rows, best validation 3.81
+    assert -np.mean(flow.log_prob(x)) < start - 0.2
+    assert h.best_val < h.rows[0]["val_nll"] - 0.1
+    # the running averages moved away from their start (0, 1) and the checkpoint restores them
+    for bn in bns:
+        assert np.all(np.abs(bn.running_mean.data) > 1e-3) and np.all(np.abs(bn.running_var.data - 1) > 1e-3)
     one = flow.log_prob(x[:1])  # a single sample works in eval mode
     again = nfcore.load(tmp_path / "model.npz")
     assert not again.training
-    np.testing.assert_allclose(again.log_prob(x[:5]), nfcore.load(tmp_path / "model.npz").log_prob(x[:5]))
+    want = flow.state_dict()
+    got = again.state_dict()
+    assert sorted(got) == sorted(want) and sum("running" in k for k in want) == 4
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    np.testing.assert_array_equal(again.log_prob(x[:50]), flow.log_prob(x[:50]))
     s, lp = flow.sample_and_log_prob(7, seed=0)
     np.testing.assert_allclose(flow.log_prob(s), lp, atol=1e-9)
     assert one.shape == (1,)
