@@ -13,8 +13,6 @@ from nfcore.kernels import cpu
 from nfcore.nn import Conv2d, ConvNet
 from nfcore.transforms import ActNorm, Dequantize, InvConv1x1LU, Squeeze
 
-RNG = np.random.default_rng(0)
-
 
 def naive_conv_same(x, w, b, k):
     """Direct 'same' convolution (cross-correlation) with w of shape (k k C_in, C_out)."""
@@ -30,22 +28,22 @@ def naive_conv_same(x, w, b, k):
 
 
 @pytest.mark.parametrize("k, cin, cout", [(1, 3, 4), (3, 3, 4), (5, 3, 4), (3, 5, 2), (5, 4, 3)])
-def test_conv2d_matches_a_direct_convolution(k, cin, cout):
+def test_conv2d_matches_a_direct_convolution(k, cin, cout, rng):
     """Both strategies: im2col of the input (C_in <= C_out) and taps on the output (C_in > C_out)."""
     conv = Conv2d(cin, cout, k, rng=1)
     assert conv.output_side == (k > 1 and cin > cout)
     gc.randomize_parameters(conv, seed=2)
-    x = RNG.normal(size=(2, 5, 6, cin))
+    x = rng.normal(size=(2, 5, 6, cin))
     y, _ = conv.forward(x)
     want = naive_conv_same(x, conv.linear.weight.data, conv.linear.bias.data, k)
     assert np.max(np.abs(y - want)) < 1e-12
 
 
-def test_col2im_is_the_adjoint_of_im2col():
-    x = RNG.normal(size=(2, 4, 5, 3))
+def test_col2im_is_the_adjoint_of_im2col(rng):
+    x = rng.normal(size=(2, 4, 5, 3))
     col = np.empty((40, 27))
     cpu.im2col(x, 3, col)
-    d = RNG.normal(size=col.shape)
+    d = rng.normal(size=col.shape)
     dx = np.zeros_like(x)
     cpu.col2im_acc(d, 3, dx)
     assert abs(np.sum(col * d) - np.sum(x * dx)) < 1e-10
@@ -53,22 +51,22 @@ def test_col2im_is_the_adjoint_of_im2col():
 
 @pytest.mark.parametrize("activation", ["identity", "relu", "tanh", "elu", "softplus"])
 @pytest.mark.parametrize("k, cin, cout", [(1, 2, 3), (3, 2, 3), (3, 4, 2)])
-def test_conv2d_gradients(activation, k, cin, cout):
+def test_conv2d_gradients(activation, k, cin, cout, rng):
     conv = Conv2d(cin, cout, k, activation=activation, rng=0)
     gc.randomize_parameters(conv, seed=1)
-    result = gc.check_module(conv, RNG.normal(size=(2, 4, 3, cin)))
+    result = gc.check_module(conv, rng.normal(size=(2, 4, 3, cin)))
     result.assert_ok(1e-6)
     assert all(v > 0 for v in result.norms.values())
 
 
-def test_convnet_gradients():
+def test_convnet_gradients(rng):
     net = ConvNet(2, 4, hidden=[3, 5], activation="tanh", rng=0)
     gc.randomize_parameters(net, seed=3)
-    gc.check_module(net, RNG.normal(size=(2, 4, 4, 2))).assert_ok(1e-6)
+    gc.check_module(net, rng.normal(size=(2, 4, 4, 2))).assert_ok(1e-6)
 
 
-def test_squeeze_channel_order():
-    x = RNG.normal(size=(2, 4, 6, 3))
+def test_squeeze_channel_order(rng):
+    x = rng.normal(size=(2, 4, 6, 3))
     z, _, _ = Squeeze((4, 6, 3)).forward(x)
     # numpy reference of the documented order: group 2a+b holds pixel (2i+a, 2j+b)
     want = x.reshape(2, 2, 2, 3, 2, 3).transpose(0, 1, 3, 2, 4, 5).reshape(2, 2, 3, 12)
@@ -85,15 +83,15 @@ def test_lu_weight_composition():
     assert np.isclose(np.linalg.slogdet(layer.weight())[1], layer.log_s.data.sum())
 
 
-def test_lu_gradients_stay_in_their_triangles():
+def test_lu_gradients_stay_in_their_triangles(rng):
     layer = InvConv1x1LU((2, 2, 4), rng=0)
-    z, ld, cache = layer.forward(RNG.normal(size=(3, 2, 2, 4)))
-    layer.backward(RNG.normal(size=z.shape), RNG.normal(size=3), cache)
+    z, ld, cache = layer.forward(rng.normal(size=(3, 2, 2, 4)))
+    layer.backward(rng.normal(size=z.shape), rng.normal(size=3), cache)
     assert np.all(np.triu(layer.lower.grad) == 0) and np.all(np.tril(layer.upper.grad) == 0)
 
 
-def test_actnorm_initialises_from_the_first_training_batch():
-    x = RNG.normal(loc=3.0, scale=2.5, size=(16, 4, 4, 3)) * np.array([1.0, 0.1, 5.0])
+def test_actnorm_initialises_from_the_first_training_batch(rng):
+    x = rng.normal(loc=3.0, scale=2.5, size=(16, 4, 4, 3)) * np.array([1.0, 0.1, 5.0])
     an = ActNorm((4, 4, 3))
     assert not an.is_initialized
     z, _, _ = an.forward(x)
@@ -110,9 +108,9 @@ def test_actnorm_in_eval_mode_does_not_initialise():
     assert not an.is_initialized
 
 
-def test_a_reloaded_glow_is_never_reinitialised(tmp_path):
+def test_a_reloaded_glow_is_never_reinitialised(tmp_path, rng):
     flow = nfcore.build({"flow": "glow", "shape": [4, 4, 1], "levels": 5, "layers": 1, "hidden": [4]})
-    x = RNG.integers(0, 5, size=(8, 4, 4, 1)).astype(np.float64)
+    x = rng.integers(0, 5, size=(8, 4, 4, 1)).astype(np.float64)
     flow.zero_grad()
     flow.loss_and_grad(x)  # initialises every actnorm
     path = tmp_path / "glow.npz"
@@ -126,9 +124,9 @@ def test_a_reloaded_glow_is_never_reinitialised(tmp_path):
     assert all(t.is_initialized for t in loaded.modules() if isinstance(t, ActNorm))
 
 
-def test_dequantize():
+def test_dequantize(rng):
     dq = Dequantize((2, 2, 1), levels=17, seed=0)
-    x = RNG.integers(0, 17, size=(50, 2, 2, 1)).astype(np.float64)
+    x = rng.integers(0, 17, size=(50, 2, 2, 1)).astype(np.float64)
     y, ld, cache = dq.forward(x)
     assert np.all((y >= x / 17) & (y < (x + 1) / 17))
     assert np.allclose(ld, -4 * np.log(17))
@@ -168,11 +166,11 @@ def test_bad_image_input_is_refused():
         nfcore.build({"flow": "maf", "shape": [4, 4, 1]})
 
 
-def test_load_images_checks(tmp_path):
+def test_load_images_checks(tmp_path, rng):
     from nfcore.data import load_images
 
     good = tmp_path / "good.npy"
-    np.save(good, RNG.integers(0, 256, size=(3, 4, 4)).astype(np.uint8))
+    np.save(good, rng.integers(0, 256, size=(3, 4, 4)).astype(np.uint8))
     x, levels = load_images(good)
     assert x.shape == (3, 4, 4, 1) and levels == 256
     for name, arr, msg in [

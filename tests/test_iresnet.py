@@ -10,8 +10,6 @@ from nfcore.errors import ConfigError, GradientNotAvailable, InverseNotAvailable
 from nfcore.nn import SpectralLinear
 from nfcore.transforms import ResidualBlock
 
-RNG = np.random.default_rng(0)
-
 
 def _block(mode="exact", activation="lipswish", seed=0, **kw):
     b = ResidualBlock(3, hidden=[5, 4], activation=activation, logdet=mode, eval_logdet=mode, rng=seed, **kw)
@@ -23,7 +21,7 @@ def _block(mode="exact", activation="lipswish", seed=0, **kw):
 
 
 @pytest.mark.parametrize("coeff", [0.5, 0.9])
-def test_spectral_linear_gradient_through_the_normalisation(coeff):
+def test_spectral_linear_gradient_through_the_normalisation(coeff, rng):
     layer = SpectralLinear(4, 3, coeff=coeff, rng=1)
     layer.weight.data[...] *= 3.0  # well above the bound: the normalisation is active
     layer.power_iteration(100)
@@ -34,7 +32,7 @@ def test_spectral_linear_gradient_through_the_normalisation(coeff):
         wt, _ = layer.normalized(update=False)
         return float(np.sum(wt * g))
 
-    g = RNG.normal(size=(4, 3))
+    g = rng.normal(size=(4, 3))
     wt, cache = layer.normalized(update=False)
     assert cache.scale < 1 and np.isclose(np.linalg.norm(wt, 2), coeff, rtol=1e-6)
     layer.weight.grad[...] = 0
@@ -43,13 +41,13 @@ def test_spectral_linear_gradient_through_the_normalisation(coeff):
     assert np.max(np.abs(num - layer.weight.grad)) < 1e-7
 
 
-def test_lipschitz_below_the_bound():
+def test_lipschitz_below_the_bound(rng):
     b = ResidualBlock(4, hidden=[32, 32], coeff=0.9, rng=3)
     gc.randomize_parameters(b, 1.0, 4)  # far beyond the bound before normalisation
     for layer in b.layers:
         layer.power_iteration(200)
     b.eval()
-    x, y = RNG.normal(size=(2000, 4)), RNG.normal(size=(2000, 4))
+    x, y = rng.normal(size=(2000, 4)), rng.normal(size=(2000, 4))
     gx, _ = b._g(x, update=False)
     gy, _ = b._g(y, update=False)
     ratio = np.linalg.norm(gx - gy, axis=1) / np.linalg.norm(x - y, axis=1)
@@ -60,7 +58,7 @@ def test_lipschitz_below_the_bound():
 
 @pytest.mark.parametrize("activation", ["lipswish", "elu", "lipswish-learned-beta"])
 @pytest.mark.parametrize("mode", ["exact", "series"])
-def test_block_gradients(mode, activation):
+def test_block_gradients(mode, activation, rng):
     """Input and every parameter (the learnable LipSwish betas too: through phi in the output,
     phi' in J and phi'' in the estimators' chains) through output and log-det."""
     learn = activation.endswith("beta")
@@ -68,16 +66,16 @@ def test_block_gradients(mode, activation):
     if learn:
         assert [n for n, _ in b.named_parameters() if n.startswith("beta")] == ["beta_0", "beta_1"]
         b.beta_0.data[:] = np.linspace(-1.5, 2.0, 5)  # negative betas are allowed (still 1-Lipschitz)
-    x = RNG.normal(size=(4, 3))
+    x = rng.normal(size=(4, 3))
     result = gc.check_transform(b, x)
     result.assert_ok(1e-6)
     for name, _ in b.named_parameters():
         assert result.norms[name] > 0, name
 
 
-def test_exact_logdet_and_inverse():
+def test_exact_logdet_and_inverse(rng):
     b = _block("exact")
-    x = RNG.normal(size=(6, 3))
+    x = rng.normal(size=(6, 3))
     assert gc.check_logdet(b, x) < 1e-10
     err_x, err_ld = gc.check_inverse(b, x)
     assert err_x < 1e-8 and err_ld < 1e-8
@@ -87,14 +85,14 @@ def test_exact_logdet_and_inverse():
         b.backward(x, x[:, 0], cache)
 
 
-def test_inverse_that_does_not_converge_is_an_error():
+def test_inverse_that_does_not_converge_is_an_error(rng):
     b = _block("exact")
     b.max_iter = 2
     with pytest.raises(InverseNotAvailable, match="did not reach"):
-        b.inverse(RNG.normal(size=(3, 3)))
+        b.inverse(rng.normal(size=(3, 3)))
     b.on_nonconvergence = "warn"
     with pytest.warns(RuntimeWarning):
-        b.inverse(RNG.normal(size=(3, 3)))
+        b.inverse(rng.normal(size=(3, 3)))
 
 
 def _strong_block(mode, **kw):
@@ -105,9 +103,9 @@ def _strong_block(mode, **kw):
     return b.eval()
 
 
-def test_series_bias_falls_with_the_number_of_terms():
+def test_series_bias_falls_with_the_number_of_terms(rng):
     """With probes sqrt(D) e_j the Hutchinson average is the exact trace: the error left is the bias."""
-    x = RNG.normal(size=(64, 3))
+    x = rng.normal(size=(64, 3))
     exact = np.asarray(_strong_block("exact").forward(x)[1])
     errors = []
     for n in (1, 2, 4, 8, 16):
@@ -269,8 +267,11 @@ def test_residual_flows_train_and_sample(flow):
 
     x = sample_toy("8gaussians", 512, seed=0).astype(np.float64) / 3
     f = nfcore.build({"flow": flow, "dim": 2, "layers": 2, "hidden": [16, 16]})
-    nfcore.fit(f, x, epochs=2, batch_size=128, lr=2e-3, log=None)
+    h = nfcore.fit(f, x, epochs=20, batch_size=64, lr=1e-2, log=None)
     assert not f.training  # evaluation: the exact log-det at D = 2
+    # training helped beyond the first epoch (which holds ActNorm's data-dependent start):
+    # measured 2.072 -> 1.962 (iresnet) and 1.942 (resflow)
+    assert h.best_val < h.rows[0]["val_nll"] - 0.05, [r["val_nll"] for r in h.rows]
     lp = np.asarray(f.log_prob(x[:5]))
     s, lps = f.sample_and_log_prob(4, seed=0)
     assert np.all(np.isfinite(lp)) and np.allclose(np.asarray(f.log_prob(s)), lps, atol=1e-6)

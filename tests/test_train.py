@@ -53,8 +53,10 @@ def test_adam_state_round_trip():
 def test_fit_writes_run_and_resumes(tmp_path):
     x = sample_toy("moons", 1200, 0)
     f = _small()
+    start = -np.mean(f.log_prob(x))
     h = nfcore.fit(f, x, epochs=3, batch_size=100, out_dir=tmp_path, log=None)
     assert len(h.rows) == 3
+    assert h.best_val < start - 0.1  # training helped: measured 2.50 -> 2.29
     assert {"model.npz", "last.npz", "history.csv"} <= set(os.listdir(tmp_path))
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp")]
     lines = open(tmp_path / "history.csv").read().strip().splitlines()
@@ -66,6 +68,7 @@ def test_fit_writes_run_and_resumes(tmp_path):
     f2 = _small()
     h2 = nfcore.fit(f2, x, epochs=2, batch_size=100, out_dir=tmp_path, resume=tmp_path / "last.npz", log=None)
     assert [r["epoch"] for r in h2.rows] == [1, 2, 3, 4, 5]
+    assert h2.best_val < h.best_val - 0.05  # the resumed epochs went on improving: measured 2.29 -> 2.15
     _, _, sections = load_checkpoint(tmp_path / "last.npz")
     assert int(sections["optim"]["t"]) == 5 * 10
 
