@@ -16,7 +16,10 @@ Adam steps, sampling and the reverse-KL gradient.
 ``--ptx`` is the type check the simulator cannot give (it runs kernels as Python): with no
 GPU, each kernel launch is replaced by ``cuda.compile_ptx`` for the argument types of that
 launch. It needs CUDA's compiler libraries, NVVM and NVRTC (pip: nvidia-cuda-nvcc-cu12 and
-nvidia-cuda-nvrtc-cu12); without them the script exits 77.
+nvidia-cuda-nvrtc-cu12); without them the script exits 77. Whole flows cannot run there (no
+kernel executes), so a simulator run given ``--record FILE`` writes the argument types of every
+kernel each flow launched, and ``--ptx --flows-from FILE`` compiles exactly those: one
+``flow_<label>`` check per flow.
 
 Output: one line per check and dtype, ``PASS|FAIL|SKIP <check> <dtype> <detail>``; exit 1
 on any FAIL, 2 when there is no CUDA (nor simulator) at all.
@@ -25,6 +28,7 @@ on any FAIL, 2 when there is no CUDA (nor simulator) at all.
 import argparse
 import math
 import os
+import pickle
 import sys
 import time
 import traceback
@@ -39,7 +43,7 @@ from numba.core.errors import NumbaPerformanceWarning  # noqa: E402
 
 from nfcore.kernels import cpu  # noqa: E402
 
-__all__ = ["CHECKS", "FLOW_CHECKS", "main"]
+__all__ = ["CHECKS", "FLOW_CHECKS", "PTX_CHECKS", "main"]
 
 #: end-to-end checks: (label, config, dtype) x sub-check
 FLOWS = {
@@ -275,6 +279,18 @@ def _image_cases(rng, dt, r, s):
     }
 
 
+def kernel_ops():
+    """The op names that launch a kernel of their own (those with cases here); the others are
+    host-side (allocation, transfer, views) and are checked by ``misc_checks`` in the runs."""
+    cases = op_cases(np.random.default_rng(0), np.float64, Sizes(4, 3, 4))
+    return [name for name in cpu.__all__ if name in cases]
+
+
+#: the --ptx run's checks: every op that launches a kernel, the sequential MADE kernel, and every
+#: kernel signature a whole flow launched in the simulator (one check per flow)
+PTX_CHECKS = [*kernel_ops(), "public_names", "ar_sequential", *(f"flow_{label}" for label in FLOWS)]
+
+
 def _err(got, want):
     """max |got - want| / (1 + |want|); inf when either side is not finite."""
     got = np.asarray(got, dtype=np.float64)
@@ -355,7 +371,6 @@ def misc_checks(dev, dt, s):
 def flow_checks(dev, label, cfg):
     """{part: error} for a CPU flow and its device copy (same parameters, same inputs)."""
     from nfcore import build, gradcheck
-    from nfcore.errors import GradientNotAvailable
     from nfcore.train.adam import Adam
 
     dt = np.dtype(cfg["dtype"])
@@ -375,17 +390,21 @@ def flow_checks(dev, label, cfg):
     def grads(m):
         return {k: np.array(dev.to_host(p.grad)) for k, p in m.named_parameters()}
 
-    try:
-        host.zero_grad()
-        devf.zero_grad()
-        lh = host.loss_and_grad(x)
+    host.zero_grad()
+    devf.zero_grad()
+    lh = {}
+    refusal = _refused_on_both(lambda: lh.setdefault("loss", host.loss_and_grad(x)),
+                               lambda: devf.loss_and_grad(dev.asarray(x)))
+    if refusal is None:
         ld = devf.loss_and_grad(dev.asarray(x))
         gh, gd = grads(host), grads(devf)
-        res["loss_and_grad"] = max([_err(ld, lh), *(_err(gd[k], gh[k]) for k in gh)])
+        res["loss_and_grad"] = max([_err(ld, lh["loss"]), *(_err(gd[k], gh[k]) for k in gh)])
         if not all(np.any(g != 0) for g in gh.values()):
             res["loss_and_grad"] = math.inf  # a parameter without gradient would make the comparison vacuous
-    except GradientNotAvailable as exc:  # IAF: its density direction has no gradient on either side
-        res["loss_and_grad"] = res["adam"] = f"SKIP {exc}"
+        loss = "loss_and_grad"
+    else:  # IAF: its density direction has no gradient; its Adam steps follow the reverse-KL loss
+        res["loss_and_grad"] = refusal
+        loss = "reverse_kl"
 
     xs_h, lp_h = host.sample_and_log_prob(5, seed=0)
     xs_d, lp_d = devf.sample_and_log_prob(5, seed=0)
@@ -395,15 +414,17 @@ def flow_checks(dev, label, cfg):
         _err(dev.to_host(lp_d), lp_h),
     )
 
-    if "adam" in res:
-        return _reverse_kl_part(dev, host, devf, res, grads)
     opt_h = Adam(host.parameters(), lr=0.05, weight_decay=0.01, clip_norm=0.5)
     opt_d = Adam(devf.parameters(), lr=0.05, weight_decay=0.01, clip_norm=0.5)
     errs = []
-    for _ in range(3):
+    for step in range(3):
         opt_h.zero_grad()
         opt_d.zero_grad()
-        errs.append(_err(devf.loss_and_grad(x), host.loss_and_grad(x)))
+        if loss == "loss_and_grad":
+            errs.append(_err(devf.loss_and_grad(x), host.loss_and_grad(x)))
+        else:
+            errs.append(_err(devf.reverse_kl_loss_and_grad(_log_target, 5, seed=10 + step),
+                             host.reverse_kl_loss_and_grad(_log_target, 5, seed=10 + step)))
         errs.append(_err(opt_d.step(), opt_h.step()))
     sh, sd = host.state_dict(), devf.state_dict()
     errs += [_err(sd[k], sh[k]) for k in sh]
@@ -412,23 +433,43 @@ def flow_checks(dev, label, cfg):
     return _reverse_kl_part(dev, host, devf, res, grads)
 
 
-def _reverse_kl_part(dev, host, devf, res, grads):
+def _log_target(z):
+    """An unnormalised Gaussian centred at 1: log p~ and its gradient (any event shape)."""
+    return -0.5 * np.sum((z.reshape(len(z), -1) - 1.0) ** 2, axis=1), -(z - 1.0)
+
+
+def _refused_on_both(host_call, dev_call):
+    """None when the host call returns (the device call is then not made); when the host raises
+    GradientNotAvailable the device must raise it too: ``REFUSED <message>``, else an error text."""
     from nfcore.errors import GradientNotAvailable
 
-    def log_target(z):
-        # an unnormalised Gaussian centred at 1: log p~ and its gradient (any event shape)
-        return -0.5 * np.sum((z.reshape(len(z), -1) - 1.0) ** 2, axis=1), -(z - 1.0)
+    try:
+        host_call()
+        return None
+    except GradientNotAvailable as exc:
+        message = str(exc)
+    try:
+        dev_call()
+    except GradientNotAvailable:
+        return f"REFUSED {message}"
+    return "the device computed a gradient that the host refuses: " + message
 
+
+def _reverse_kl_part(dev, host, devf, res, grads):
     host.zero_grad()
     devf.zero_grad()
-    try:
-        kh = host.reverse_kl_loss_and_grad(log_target, 5, seed=2)
-        kd = devf.reverse_kl_loss_and_grad(log_target, 5, seed=2)
-    except GradientNotAvailable as exc:  # MAF: its sampling direction has no gradient on either side
-        res["reverse_kl"] = f"SKIP {exc}"
+    out = {}
+
+    def run(model, key):
+        out[key] = model.reverse_kl_loss_and_grad(_log_target, 5, seed=2)
+
+    refusal = _refused_on_both(lambda: run(host, "h"), lambda: run(devf, "d"))
+    if refusal is not None:  # MAF: its sampling direction has no gradient on either side
+        res["reverse_kl"] = refusal
         return res
+    run(devf, "d")
     gh, gd = grads(host), grads(devf)
-    res["reverse_kl"] = max([_err(kd, kh), *(_err(gd[k], gh[k]) for k in gh)])
+    res["reverse_kl"] = max([_err(out["d"], out["h"]), *(_err(gd[k], gh[k]) for k in gh)])
     return res
 
 
@@ -516,6 +557,65 @@ def _lock_simulated_shared_arrays():
     kernelapi.FakeCUDAShared.array = array
 
 
+#: functions that build kernels (closure constants such as the dtype and tile compiled in):
+#: a recorded launch of one of their kernels names the factory call that made it
+KERNEL_FACTORIES = [("nfcore.kernels.cuda.dense", "_gemm_kernel")]
+
+
+def _noting_factory(make, where, made):
+    """``make`` that notes which call built each kernel: made[id(kernel)] = (*where, args)."""
+
+    def wrapped(*args):
+        kernel = make(*args)
+        made[id(kernel)] = (*where, args)
+        return kernel
+
+    return wrapped
+
+
+def _install_launch_recorder():
+    """Simulator: record every kernel launch as (module, kernel or factory, factory arguments,
+    numba argument types) into the returned {flow label: set} under the key ``current[0]``."""
+    import importlib
+
+    from numba import typeof
+    from numba.cuda.simulator import kernel as sim
+
+    launches, current, made = {}, [None], {}
+    for module, factory in KERNEL_FACTORIES:
+        mod = importlib.import_module(module)
+        setattr(mod, factory, _noting_factory(getattr(mod, factory), (module, factory), made))
+    run = sim.FakeCUDAKernel.__call__
+
+    def recording(self, *args):
+        if current[0] is not None and not (self._device or sim._kernel_context):
+            types = tuple(typeof(a._ary if hasattr(a, "_ary") else a) for a in args)
+            where = made.get(id(self), (self.fn.__module__, self.fn.__name__, None))
+            launches.setdefault(current[0], set()).add((*where, types))
+        return run(self, *args)
+
+    sim.FakeCUDAKernel.__call__ = recording
+    return launches, current
+
+
+def _compile_recorded(launches, done):
+    """Compile every recorded launch to PTX; returns the kernel names."""
+    import importlib
+
+    from numba import cuda
+
+    names = set()
+    for module, name, factory_args, types in sorted(launches, key=str):
+        kernel = getattr(importlib.import_module(module), name)
+        if factory_args is not None:
+            kernel = kernel(*factory_args)
+        key = (kernel.py_func, factory_args, types)
+        if key not in done:
+            done[key] = cuda.compile_ptx(kernel.py_func, types, cc=PTX_CC)
+        names.add(name)
+    return sorted(names)
+
+
 def _install_ptx_launcher():
     """Make every kernel launch compile its kernel to PTX for the launch's argument types.
 
@@ -532,12 +632,16 @@ def _install_ptx_launcher():
             a[i] = 0.0
 
     try:
-        cuda.compile_ptx(probe, (typeof(np.zeros(1)),), cc=(7, 0))
-    except Exception as exc:  # no compiler: nothing to check with
-        print(f"SKIP ptx - no CUDA compiler libraries (NVVM, NVRTC) here ({type(exc).__name__}: {exc})")
-        sys.exit(77)
+        cuda.compile_ptx(probe, (typeof(np.zeros(1)),), cc=PTX_CC)
+    except Exception as exc:
+        text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+        if "cannot be found" in text or "not found" in text or "No such file" in text:
+            print(f"SKIP ptx - no CUDA compiler libraries (NVVM, NVRTC) here ({text})")
+            sys.exit(77)  # nothing to check with (tests/expected_skips.txt: no-cuda-compiler)
+        print(f"FAIL ptx - the CUDA compiler is there but refused a one-line kernel ({text})")
+        sys.exit(1)  # a broken toolchain is a failure, not a skip
 
-    done = {}
+    done = _PTX_DONE
     log = []
 
     def compile_launch(self, *args):
@@ -545,7 +649,7 @@ def _install_ptx_launcher():
         sig = tuple(typeof(a) for a in args)
         key = (fn, sig)
         if key not in done:
-            done[key] = cuda.compile_ptx(fn, sig, cc=(7, 0))
+            done[key] = cuda.compile_ptx(fn, sig, cc=PTX_CC)
         log.append((fn.__name__, sig))
 
     dispatcher._LaunchConfiguration.__call__ = compile_launch
@@ -553,6 +657,12 @@ def _install_ptx_launcher():
     cuda.to_device = lambda a, **kw: np.array(a)
     return log
 
+
+#: (python function, argument types) -> PTX, shared by the launcher and the recorded flows
+_PTX_DONE = {}
+#: compute capability the PTX is generated for: 7.5, the oldest that both CUDA 12 and CUDA 13's
+#: compilers accept (13 refuses 7.0; an H200 is 9.0)
+PTX_CC = (7, 5)
 
 # -- driver ----------------------------------------------------------------------------------
 
@@ -564,6 +674,8 @@ def main(argv=None):
     p.add_argument("--tile", type=int, help="GEMM tile edge to use")
     p.add_argument("--ptx", action="store_true", help="compile every kernel to PTX instead of running it")
     p.add_argument("--only", nargs="*", help="run only these checks")
+    p.add_argument("--record", help="simulator: write the kernel signatures each flow launches to this file")
+    p.add_argument("--flows-from", help="--ptx: compile the kernel signatures of the flows recorded in this file")
     args = p.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -572,6 +684,10 @@ def main(argv=None):
         # makes its barriers (syncthreads) ~10x faster (a setting of this process only)
         sys.setswitchinterval(5e-5)
         _lock_simulated_shared_arrays()
+    if args.record:
+        if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+            p.error("--record needs the simulator (NUMBA_ENABLE_CUDASIM=1)")
+        launches, current = _install_launch_recorder()
     # launches of tiny grids are the point here, not a performance problem
     warnings.simplefilter("ignore", NumbaPerformanceWarning)
     if args.ptx:
@@ -617,9 +733,7 @@ def main(argv=None):
         for name in cpu.__all__:
             if not want(name):
                 continue
-            if name not in cases:
-                if args.ptx:
-                    report("SKIP", name, dname, "launches no kernel of its own")
+            if name not in cases:  # a host-side op: misc_checks below (not a --ptx check)
                 continue
             try:
                 if args.ptx:
@@ -661,31 +775,53 @@ def main(argv=None):
                 report(False, "ar_sequential", dname, f"{type(exc).__name__}: {exc}".replace("\n", " "))
                 traceback.print_exc()
 
+    recorded = None
+    if args.ptx and args.flows_from:
+        with open(args.flows_from, "rb") as fh:
+            recorded = pickle.load(fh)  # written by this script's simulator run (a file of the test's own)
     for label, cfg in FLOWS.items():
         checks = [f"flow_{label}.{part}" for part in FLOW_PARTS]
+        if args.ptx:
+            if want(f"flow_{label}"):
+                if recorded is None:
+                    report(False, f"flow_{label}", cfg["dtype"], "no --flows-from record of the flows' launches")
+                    continue
+                try:
+                    sigs = recorded.get(label, set())
+                    names = _compile_recorded(sigs, _PTX_DONE)
+                    detail = f"ptx: {len(sigs)} signatures of " + ",".join(names)
+                    report(bool(names), f"flow_{label}", cfg["dtype"], detail)
+                except Exception as exc:
+                    report(False, f"flow_{label}", cfg["dtype"], f"{type(exc).__name__}: {exc}".replace("\n", " "))
+                    traceback.print_exc()
+            continue
         if not any(want(c) for c in checks):
             continue
-        if args.ptx:
-            for c in checks:
-                report("SKIP", c, cfg["dtype"], "not in --ptx mode")
-            continue
         tol = 1e-10 if cfg["dtype"] == "float64" else 1e-4
+        if args.record:
+            current[0] = label
         try:
             res = flow_checks(dev, label, cfg)
         except Exception as exc:
             res = {part: f"{type(exc).__name__}: {exc}".replace("\n", " ") for part in FLOW_PARTS}
             traceback.print_exc()
+        if args.record:
+            current[0] = None
         for part in FLOW_PARTS:
             v = res[part]
-            if isinstance(v, str) and v.startswith("SKIP "):
-                report("SKIP", f"flow_{label}.{part}", cfg["dtype"], v[5:])
+            if isinstance(v, str) and v.startswith("REFUSED "):
+                report(True, f"flow_{label}.{part}", cfg["dtype"], "both sides refuse: " + v[8:])
             elif isinstance(v, str):
                 report(False, f"flow_{label}.{part}", cfg["dtype"], v)
             else:
                 report(v < tol, f"flow_{label}.{part}", cfg["dtype"], f"max_err={v:.2e}")
 
+    if args.record:
+        with open(args.record, "wb") as fh:
+            pickle.dump(launches, fh)
+        print(f"# recorded {sum(map(len, launches.values()))} kernel signatures launched by {len(launches)} flows")
     if args.ptx:
-        print(f"# compiled {len({(k, str(sg)) for k, sg in log})} kernel signatures to PTX")
+        print(f"# compiled {len(_PTX_DONE)} kernel signatures to PTX")
     print(f"# {failed} failed, {time.perf_counter() - t0:.1f} s", flush=True)
     return 1 if failed else 0
 

@@ -5,11 +5,14 @@ a process of their own, once per mode, and each check becomes one test here:
 
 * ``simulator``: always, with NUMBA_ENABLE_CUDASIM=1 and the launch settings shrunk
   (4 threads per block, 3 rows per chunk, 4x4 GEMM tiles) so tiny inputs span many blocks;
+  once more at the default launch settings on a small flow;
 * ``gpu``: on a real GPU when there is one, with the default launch settings;
 * ``ptx``: every kernel compiled by numba-cuda to PTX for the argument types the ops launch
-  it with, float32 and float64: the type check the simulator cannot give. Needs no GPU,
-  only CUDA's compiler libraries (pip: nvidia-cuda-nvcc-cu12 nvidia-cuda-nvrtc-cu12);
-  skipped without them.
+  it with, float32 and float64, and every kernel signature each whole flow launched in the
+  simulator run: the type check the simulator cannot give. Needs no GPU, only CUDA's
+  compiler libraries (pip: nvidia-cuda-nvcc-cu12 nvidia-cuda-nvrtc-cu12, in the test extra).
+
+Which of these skip where is fixed by ``tests/expected_skips.txt`` (checked by conftest.py).
 """
 
 import importlib.util
@@ -29,6 +32,7 @@ _spec = importlib.util.spec_from_file_location("cuda_parity_script", SCRIPT)
 _script = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_script)
 CHECKS = _script.CHECKS
+PTX_CHECKS = _script.PTX_CHECKS
 
 SIM_SETTINGS = ["--tpb", "4", "--chunk", "3", "--tile", "4"]
 
@@ -80,8 +84,14 @@ def _assert_check(run, check):
 
 
 @pytest.fixture(scope="module")
-def simulator_run():
-    return _run(SIM_SETTINGS, simulate=True)
+def launch_record(tmp_path_factory):
+    """Where the simulator run writes the kernel signatures each flow launched (for --ptx)."""
+    return tmp_path_factory.mktemp("parity") / "flow_launches.pkl"
+
+
+@pytest.fixture(scope="module")
+def simulator_run(launch_record):
+    return _run([*SIM_SETTINGS, "--record", str(launch_record)], simulate=True)
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +109,8 @@ def gpu_run():
 
 
 @pytest.fixture(scope="module")
-def ptx_run():
-    run = _run(["--ptx"], simulate=False)
+def ptx_run(simulator_run, launch_record):
+    run = _run(["--ptx", "--flows-from", str(launch_record)], simulate=False)
     if run.returncode == 77:
         pytest.skip("no NVVM/NVRTC: pip install nvidia-cuda-nvcc-cu12 nvidia-cuda-nvrtc-cu12 to type-check kernels")
     return run
@@ -125,10 +135,22 @@ def test_gpu_run_completes(gpu_run):
     assert gpu_run.returncode == 0, gpu_run.output[-3000:]
 
 
-@pytest.mark.parametrize("check", CHECKS)
+def test_simulator_at_default_launch_settings():
+    """One small flow with the real launch settings (128 threads per block, 256-row chunks):
+    the shrunk settings above cannot show a kernel that only works when a block is large."""
+    checks = [c for c in CHECKS if c.startswith("flow_realnvp.")]
+    run = _run(["--only", *checks], simulate=True)
+    assert run.returncode == 0, run.output[-3000:]
+    assert set(run.lines) == set(checks)
+    for check in checks:
+        _assert_check(run, check)
+
+
+@pytest.mark.parametrize("check", PTX_CHECKS)
 def test_ptx(ptx_run, check):
     _assert_check(ptx_run, check)
 
 
 def test_ptx_run_completes(ptx_run):
     assert ptx_run.returncode == 0, ptx_run.output[-3000:]
+    assert set(ptx_run.lines) == set(PTX_CHECKS)
