@@ -21,6 +21,37 @@ from .errors import ConfigError, NfcoreError
 __all__ = ["main", "build_parser"]
 
 
+def _at_least(lo):
+    """argparse type: an integer >= lo (the error names the option, the value and the range)."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive(allow_zero=False):
+    """argparse type: a finite float > 0 (or >= 0)."""
+    bound = ">= 0" if allow_zero else "> 0"
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a finite number {bound}, got {text!r}") from None
+        if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+            raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text}")
+        return value
+
+    return parse
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="nfcore", description="Normalizing flows with hand-written gradients.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -31,18 +62,18 @@ def build_parser():
                    help="flow family (default: realnvp; iaf cannot be fitted to data by maximum likelihood; "
                         "glow, and realnvp on images, are multi-scale image flows; iresnet and resflow are "
                         "invertible residual networks)")
-    t.add_argument("--layers", type=int, default=None,
+    t.add_argument("--layers", type=_at_least(1), default=None,
                    help="coupling (autoregressive, residual) layers; image flows: steps per scale "
                         "(default: 8; resflow: 4)")
-    t.add_argument("--scales", type=int, default=2, help="image flows: number of scales (default: 2)")
-    t.add_argument("--levels", type=int, default=None,
+    t.add_argument("--scales", type=_at_least(1), default=2, help="image flows: number of scales (default: 2)")
+    t.add_argument("--levels", type=_at_least(2), default=None,
                    help="image data: grey levels K (default: 256 for uint8 .npy files, 17 for digits)")
     t.add_argument("--prior", default="auto", choices=["auto", "normal", "diag", "made", "made-mog", "gmm"],
                    help="base distribution: normal, diag, the autoregressive made / made-mog prior, or gmm "
                         "(a learned Gaussian mixture) (default auto: on tables of fewer than 4,096 training rows "
                         "the single Gaussian or a mixture, whichever cross-validates better; otherwise made-mog "
                         "for maf, i.e. 'MAF MoG', and for resflow, normal for the rest)")
-    t.add_argument("--prior-components", type=int, default=None,
+    t.add_argument("--prior-components", type=_at_least(1), default=None,
                    help="mixture components per conditional of the made-mog prior (default: 32), or of "
                         "the gmm base (default: 4; with --prior auto, chosen by cross-validation)")
     t.add_argument("--mixture-covariance", default="full", choices=["full", "diag"],
@@ -51,31 +82,31 @@ def build_parser():
                    help="vector data: a learned full affine layer first, started at the rows' mean and Cholesky "
                         "factor, so the untrained flow is the best Gaussian (default auto: on for tables of fewer "
                         "than 4,096 training rows; on the 20,000-row toys it cost 0.02 nats)")
-    t.add_argument("--steps", type=int, default=None,
+    t.add_argument("--steps", type=_at_least(1), default=None,
                    help="optimiser-step budget, turned into epochs (default: from the data's size; "
                         "--epochs overrides it)")
-    t.add_argument("--weight-decay", type=float, default=None,
+    t.add_argument("--weight-decay", type=_positive(allow_zero=True), default=None,
                    help="decoupled (AdamW) weight decay (default: from the data's size)")
-    t.add_argument("--prior-hidden", type=int, default=128,
+    t.add_argument("--prior-hidden", type=_at_least(1), default=128,
                    help="hidden width of the made/made-mog prior's MADE, 2 layers (default: 128)")
-    t.add_argument("--hidden", type=int, default=None,
+    t.add_argument("--hidden", type=_at_least(1), default=None,
                    help="hidden width of the conditioner MLPs (default: from the data's size, 64 from 4,096 "
                         "training rows) or ConvNets (default: 128)")
-    t.add_argument("--depth", type=int, default=2, help="hidden layers per conditioner (default: 2)")
-    t.add_argument("--epochs", type=int, default=None, help="epochs (default: 40; maf: 60)")
-    t.add_argument("--batch-size", type=int, default=None, help="minibatch size (default: 256; images: 64)")
-    t.add_argument("--lr", type=float, default=None,
+    t.add_argument("--depth", type=_at_least(0), default=2, help="hidden layers per conditioner (default: 2)")
+    t.add_argument("--epochs", type=_at_least(1), default=None, help="epochs (default: 40; maf: 60)")
+    t.add_argument("--batch-size", type=_at_least(1), default=None, help="minibatch size (default: 256; images: 64)")
+    t.add_argument("--lr", type=_positive(), default=None,
                    help="peak learning rate, cosine decay (default: 2e-3; images: 1e-3)")
-    t.add_argument("--n-train", type=int, default=None,
+    t.add_argument("--n-train", type=_at_least(2), default=None,
                    help="points drawn from a built-in density (default: 20000; maf and resflow: 100000)")
-    t.add_argument("--patience", type=int, default=None,
+    t.add_argument("--patience", type=_at_least(1), default=None,
                    help="early stopping patience in epochs (vector data default: 20%% of the epochs, at least 5; "
                         "images: off); the best validation weights are restored either way")
-    t.add_argument("--clip-norm", type=float, default=None, help="gradient-norm clipping (default: off)")
+    t.add_argument("--clip-norm", type=_positive(), default=None, help="gradient-norm clipping (default: off)")
     t.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="(default: float32)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_at_least(0), default=0)
     t.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    t.add_argument("--threads", type=int, default=None, help="BLAS threads (default: all cores)")
+    t.add_argument("--threads", type=_at_least(1), default=None, help="BLAS threads (default: all cores)")
     t.add_argument("--out", default=None, help="run folder (default: runs/<flow>-<data>-<time>)")
     t.add_argument("--resume", default=None, help="continue from a run folder's last.npz")
     t.add_argument("--no-plot", action="store_true", help="skip the PNGs even if matplotlib is installed")
@@ -87,9 +118,9 @@ def build_parser():
 
     s = sub.add_parser("sample", help="draw samples from a trained flow")
     s.add_argument("model")
-    s.add_argument("-n", type=int, required=True, help="number of samples")
-    s.add_argument("--seed", type=int, default=None)
-    s.add_argument("--temperature", type=float, default=1.0,
+    s.add_argument("-n", type=_at_least(1), required=True, help="number of samples")
+    s.add_argument("--seed", type=_at_least(0), default=None)
+    s.add_argument("--temperature", type=_positive(), default=1.0,
                    help="scale of the base noise (image flows: also of every split prior; default: 1)")
     s.add_argument("--output", default=None, help=".npy or .csv file, or .png for an image grid; default prints CSV")
 
@@ -260,7 +291,7 @@ def _train_images(args, out):
 
     if args.flow not in ("glow", "realnvp"):
         raise ConfigError(f"--flow {args.flow} takes vectors; image data work with --flow glow or realnvp")
-    _fill_defaults(args, layers=8, epochs=40)
+    _fill_defaults(args, layers=8, epochs=40, hidden=128, batch_size=64, lr=1e-3)
     val = test = None
     if args.data == "digits":
         images, levels = load_digit_images("train"), 17
@@ -269,7 +300,7 @@ def _train_images(args, out):
             raise ConfigError("the digits have 17 levels (0..16)")
     else:
         images, levels = load_images(args.data, args.levels)
-    hidden = args.hidden or 128
+    hidden = args.hidden
     config = {
         "flow": args.flow, "shape": list(images.shape[1:]), "levels": levels, "layers": args.layers,
         "scales": args.scales, "hidden": [hidden] * args.depth, "dtype": args.dtype, "seed": args.seed,
@@ -290,8 +321,8 @@ def _train_images(args, out):
     def cast(a):
         return None if a is None else a.astype(args.dtype)
 
-    history = fit(flow, cast(images), val_data=cast(val), epochs=args.epochs, batch_size=args.batch_size or 64,
-                  lr=args.lr or 1e-3, clip_norm=args.clip_norm, patience=args.patience, seed=args.seed,
+    history = fit(flow, cast(images), val_data=cast(val), epochs=args.epochs, batch_size=args.batch_size,
+                  lr=args.lr, clip_norm=args.clip_norm, patience=args.patience, seed=args.seed,
                   out_dir=run_dir, resume=args.resume, log=out, lr_schedule="cosine",
                   meta={"data": str(args.data), "n_train": int(images.shape[0]), "levels": levels})
     out(f"trained {len(history.rows)} epochs in {time.perf_counter() - t0:.1f} s; best validation "

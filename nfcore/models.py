@@ -322,33 +322,133 @@ FLOWS = {"realnvp": realnvp, "nice": nice, "maf": maf, "iaf": iaf, "glow": glow,
          "resflow": resflow}
 
 
-def normalize_config(config):
-    """Fill defaults and validate; returns a new dict."""
+#: a model larger than this many parameters is refused unless asked for (``allow_large``): a
+#: config (a checkpoint's, say) cannot make nfcore allocate more than ~0.8 GB of float64 weights
+MAX_PARAMETERS = 100_000_000
+
+_ENUMS = {
+    "coupling": ("affine", "additive"),
+    "invconv": ("lu", "plain"),
+    "logdet": (None, "exact", "series", "roulette"),
+    "mask": ("alternating", "half", "random"),
+    "order": ("alternate", "natural", "reversed", "random"),
+    "hidden_degrees": ("sequential", "random"),
+    "permute": ("none", "reverse", "random"),
+    "base": ("normal", "diag", "made", "made-mog", "gmm"),
+    "mixture_covariance": ("full", "diag"),
+    "dtype": ("float32", "float64"),
+}
+_BOOLS = ("learn_beta", "residual", "batch_norm", "whiten", "memory_saving")
+#: integer keys: (smallest value, None = may be None)
+_INTS = {"dim": (1, False), "layers": (1, False), "scales": (1, False), "levels": (2, True),
+         "n_terms": (1, True), "prior_components": (1, False), "context_dim": (0, False), "seed": (0, False)}
+
+
+def _int(key, value, lo):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"{key} must be an integer >= {lo}, got {value!r} ({type(value).__name__})")
+    if value < lo:
+        raise ConfigError(f"{key} must be an integer >= {lo}, got {value}")
+    return int(value)
+
+
+def _widths(key, value):
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = [value] * 2
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{key} must be a list of positive integers (or one integer), got {value!r}")
+    return [_int(f"{key}[{i}]", v, 1) for i, v in enumerate(value)]
+
+
+def _float(key, value, lo=None, hi=None):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"{key} must be a number, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if not np.isfinite(value) or (lo is not None and not value > lo) or (hi is not None and not value < hi):
+        bounds = " and ".join(b for b in (lo is not None and f"> {lo}", hi is not None and f"< {hi}") if b)
+        raise ConfigError(f"{key} must be a finite number {bounds}, got {value}")
+    return value
+
+
+def _floats(key, value, n, positive=False):
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)) or len(value) != n:
+        raise ConfigError(f"{key} must be a list of {n} numbers, got {value!r}"[:300])
+    return [_float(f"{key}[{i}]", v, 0.0 if positive else None) for i, v in enumerate(value)]
+
+
+def estimate_parameters(cfg):
+    """An upper estimate of the parameter count of a normalised config, from sizes alone (no
+    allocation): checked against ``MAX_PARAMETERS`` before anything is built."""
+    d, ctx, layers = cfg["dim"], cfg["context_dim"], cfg["layers"]
+
+    def mlp(widths, taps=1):
+        return sum((a * taps + 1) * b for a, b in zip(widths[:-1], widths[1:]))
+
+    if cfg["shape"] is not None:
+        c = cfg["shape"][2]
+        total = 0
+        for level in range(cfg["scales"]):
+            cs = c * 4 ** (level + 1)  # channels after this scale's squeeze (splits only lower it)
+            total += layers * (mlp([cs, *cfg["hidden"], 2 * cs], taps=9) + cs * cs + 4 * cs)
+    elif cfg["flow"] in ("iresnet", "resflow"):
+        total = layers * (mlp([d, *cfg["hidden"], d]) + 2 * d + sum(cfg["hidden"]))
+    else:
+        total = layers * (mlp([d + ctx, *cfg["hidden"], 2 * d]) + 2 * d)
+    if cfg["whiten"]:
+        total += d * d + 2 * d
+    k = cfg["prior_components"]
+    if cfg["base"] in ("made", "made-mog"):
+        total += mlp([d, *cfg["prior_hidden"], 3 * k * d])
+    elif cfg["base"] == "gmm":
+        total += k * (d * d + 2 * d + 1)
+    return int(total)
+
+
+def normalize_config(config, allow_large=False):
+    """Fill defaults and validate every value (types and ranges, as a checkpoint's config is
+    untrusted input); returns a new dict. A model of more than ``MAX_PARAMETERS`` parameters
+    (estimated from the sizes, before anything is allocated) needs ``allow_large=True``."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"a config is a dict of settings, got {type(config).__name__}")
     unknown = set(config) - set(DEFAULTS)
     if unknown:
-        raise ConfigError(f"unknown config keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+        raise ConfigError(f"unknown config keys {sorted(map(str, unknown))[:20]}; known: {sorted(DEFAULTS)}")
     cfg = copy.deepcopy(DEFAULTS)
     cfg.update(copy.deepcopy(dict(config)))
     if cfg["flow"] not in FLOWS:
         raise ConfigError(f"unknown flow {cfg['flow']!r}; choose one of {sorted(FLOWS)}")
+    for key, allowed in _ENUMS.items():
+        if cfg[key] not in allowed:
+            raise ConfigError(f"{key} must be one of {[a for a in allowed if a is not None]}, got {cfg[key]!r}")
+    for key in _BOOLS:
+        if not isinstance(cfg[key], (bool, np.bool_)):
+            raise ConfigError(f"{key} must be true or false, got {cfg[key]!r}")
+        cfg[key] = bool(cfg[key])
+    for key, (lo, nullable) in _INTS.items():
+        if not (nullable and cfg[key] is None):
+            cfg[key] = _int(key, cfg[key], lo)
+    cfg["hidden"] = _widths("hidden", cfg["hidden"])
+    cfg["prior_hidden"] = _widths("prior_hidden", cfg["prior_hidden"])
+    cfg["coeff"] = _float("coeff", cfg["coeff"], 0.0, 1.0)
+    cfg["scale_bound"] = _float("scale_bound", cfg["scale_bound"], 0.0)
+    if cfg["activation"] is not None and not isinstance(cfg["activation"], str):
+        raise ConfigError(f"activation must be a name, got {cfg['activation']!r}")
     residual = cfg["flow"] in ("iresnet", "resflow")
     if cfg["activation"] is None:
         cfg["activation"] = "lipswish" if residual else "relu"
     if residual:
-        cfg["logdet"] = cfg["logdet"] or ("series" if cfg["flow"] == "iresnet" else "roulette")
-        cfg["n_terms"] = int(cfg["n_terms"] or (5 if cfg["flow"] == "iresnet" else 2))
+        if cfg["logdet"] is None:
+            cfg["logdet"] = "series" if cfg["flow"] == "iresnet" else "roulette"
+        if cfg["n_terms"] is None:
+            cfg["n_terms"] = 5 if cfg["flow"] == "iresnet" else 2
         if cfg["context_dim"]:
             raise ConfigError("the residual flows are unconditional (context_dim must be 0)")
-    if isinstance(cfg["hidden"], int):
-        cfg["hidden"] = [cfg["hidden"]] * 2
-    cfg["hidden"] = [int(h) for h in cfg["hidden"]]
-    if isinstance(cfg["prior_hidden"], int):
-        cfg["prior_hidden"] = [cfg["prior_hidden"]] * 2
-    cfg["prior_hidden"] = [int(h) for h in cfg["prior_hidden"]]
     if cfg["shape"] is not None:
-        shape = [int(v) for v in cfg["shape"]]
-        if len(shape) != 3 or min(shape) < 1:
-            raise ConfigError(f"shape must be [H, W, C] with positive sizes, got {cfg['shape']}")
+        if not isinstance(cfg["shape"], (list, tuple)) or len(cfg["shape"]) != 3:
+            raise ConfigError(f"shape must be [H, W, C] with positive sizes, got {cfg['shape']!r}")
+        shape = [_int(f"shape[{i}]", v, 1) for i, v in enumerate(cfg["shape"])]
         cfg["shape"] = shape
         cfg["dim"] = shape[0] * shape[1] * shape[2]
         if cfg["flow"] not in ("glow", "realnvp", "iresnet", "resflow"):
@@ -356,35 +456,32 @@ def normalize_config(config):
                               "and resflow")
         if cfg["context_dim"]:
             raise ConfigError("the image flows are unconditional (context_dim must be 0)")
-    if cfg["levels"] is not None:
-        cfg["levels"] = int(cfg["levels"])
-    if cfg["coupling"] not in ("affine", "additive"):
-        raise ConfigError(f"coupling must be affine or additive, got {cfg['coupling']!r}")
-    if cfg["invconv"] not in ("lu", "plain"):
-        raise ConfigError(f"invconv must be lu or plain, got {cfg['invconv']!r}")
-    cfg["scales"] = int(cfg["scales"])
-    for key in ("dim", "layers", "scales"):
-        if int(cfg[key]) < 1:
-            raise ConfigError(f"{key} must be >= 1, got {cfg[key]}")
-        cfg[key] = int(cfg[key])
-    if cfg["dtype"] not in ("float32", "float64"):
-        raise ConfigError(f"dtype must be float32 or float64, got {cfg['dtype']!r}")
-    if cfg["mixture_covariance"] not in ("full", "diag"):
-        raise ConfigError(f"mixture_covariance must be full or diag, got {cfg['mixture_covariance']!r}")
-    cfg["whiten"] = bool(cfg["whiten"])
     if (cfg["whiten"] or cfg["discrete"] or cfg["base"] == "gmm") and cfg["shape"] is not None:
         raise ConfigError("whiten, discrete and the gmm base are for vector flows (no shape)")
     if cfg["discrete"] is not None:
-        cfg["discrete"] = sorted({int(c) for c in cfg["discrete"]}) or None
+        if not isinstance(cfg["discrete"], (list, tuple)):
+            raise ConfigError(f"discrete must be a list of column indices, got {cfg['discrete']!r}")
+        cols = sorted({_int("discrete[]", c, 0) for c in cfg["discrete"]})
+        if cols and cols[-1] >= cfg["dim"]:
+            raise ConfigError(f"discrete column {cols[-1]} is out of range for dim {cfg['dim']}")
+        cfg["discrete"] = cols or None
     if cfg["standardize"] is not None:
-        s = cfg["standardize"]
-        cfg["standardize"] = {"mean": [float(v) for v in s["mean"]], "std": [float(v) for v in s["std"]]}
+        st = cfg["standardize"]
+        if not isinstance(st, dict) or set(st) != {"mean", "std"}:
+            raise ConfigError("standardize must be {'mean': [...], 'std': [...]}")
+        cfg["standardize"] = {"mean": _floats("standardize.mean", st["mean"], cfg["dim"]),
+                              "std": _floats("standardize.std", st["std"], cfg["dim"], positive=True)}
+    size = estimate_parameters(cfg)
+    if size > MAX_PARAMETERS and not allow_large:
+        raise ConfigError(f"this config asks for about {size:,} parameters, more than nfcore builds without being "
+                          f"asked ({MAX_PARAMETERS:,}); pass allow_large=True (build, load) if it is meant")
     return cfg
 
 
-def build(config):
-    """A ``Flow`` from a config dict (see the module docstring for the keys)."""
-    cfg = normalize_config(config)
+def build(config, allow_large=False):
+    """A ``Flow`` from a config dict (see the module docstring for the keys); ``allow_large``:
+    build one of more than ``MAX_PARAMETERS`` parameters."""
+    cfg = normalize_config(config, allow_large)
     dtype = np.dtype(cfg["dtype"])
     layers = FLOWS[cfg["flow"]](cfg, dtype)
     chain = Chain(layers, memory_saving=cfg["memory_saving"])

@@ -117,6 +117,27 @@ class Module:
             return "cuda" if is_device_array(v.data) else "cpu"
         return "cpu"
 
+    def _generators(self):
+        return [v for m in self.modules() for v in vars(m).values() if isinstance(v, np.random.Generator)]
+
+    def generator_states(self):
+        """The states of the random generators the modules hold (dequantisation noise, residual
+        blocks' probes), in a fixed order: a resume state saves them so training continues the
+        same random streams."""
+        return [g.bit_generator.state for g in self._generators()]
+
+    def set_generator_states(self, states):
+        """Restore ``generator_states()`` (as saved by a resume state)."""
+        gens = self._generators()
+        if not isinstance(states, list) or len(states) != len(gens):
+            raise CheckpointError(f"the resume state holds {len(states) if isinstance(states, list) else 'no'} "
+                                  f"generator states; the model has {len(gens)} generators")
+        for g, state in zip(gens, states):
+            try:
+                g.bit_generator.state = state
+            except (TypeError, ValueError, KeyError) as err:
+                raise CheckpointError(f"a generator state in the resume state is not valid ({err})") from err
+
     def state_dict(self):
         """{name: host array} for every parameter and buffer (copies)."""
         return {k: np.array(backend_of(v.data).to_host(v.data)) for k, v in self._walk()}

@@ -8,12 +8,13 @@ and a training summary. Loaded with ``allow_pickle=False``: nothing in the file 
 
 import json
 import os
+import struct
 import tempfile
 import zipfile
 
 import numpy as np
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, NfcoreError
 
 __all__ = ["save", "load", "load_checkpoint", "FORMAT"]
 
@@ -54,26 +55,120 @@ def save(path, flow, optimizer=None, meta=None, best_state=None, extra=None):
         raise
 
 
-def _read(path):
+#: the JSON metadata entry is small; a larger one is refused before it is read
+MAX_META_BYTES = 1 << 20
+#: an entry outside model/ and best/ may hold at most this many elements (optimiser buffers hold
+#: as many as the model has parameters; history columns one per epoch)
+MAX_EXTRA_ELEMENTS = 10_000_000
+
+
+#: what reading a damaged archive can raise (zipfile's own errors, unsupported fields it reads
+#: as such, short reads, bad headers); all become CheckpointError
+CORRUPT = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, EOFError, ValueError,
+           struct.error, UnicodeDecodeError, KeyError, OverflowError)
+
+
+def _entry_header(zf, name):
+    """(shape, dtype) from a .npy entry's header, read without reading its data."""
+    with zf.open(name) as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    return tuple(shape), np.dtype(dtype)
+
+
+def _entry(zf, name):
+    with zf.open(name) as fh:
+        return np.lib.format.read_array(fh, allow_pickle=False)
+
+
+def _open(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as err:
-        raise CheckpointError(f"{path}: not a readable nfcore checkpoint (truncated or foreign file: {err})") from err
-    if "__meta__" not in arrays:
+        return path, zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise CheckpointError(f"{path}: not an nfcore checkpoint (not an .npz archive: {err})") from err
+
+
+def _read_info(path, zf):
+    """The checkpoint's JSON metadata, checked (format tag, version), read before anything else."""
+    if "__meta__.npy" not in zf.namelist():
         raise CheckpointError(f"{path}: an .npz file but not an nfcore checkpoint (no __meta__ entry)")
+    shape, dtype = _entry_header(zf, "__meta__.npy")
+    if dtype != np.uint8 or len(shape) != 1 or shape[0] > MAX_META_BYTES:
+        raise CheckpointError(f"{path}: corrupt metadata entry (shape {shape}, dtype {dtype})")
     try:
-        info = json.loads(arrays.pop("__meta__").tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        info = json.loads(_entry(zf, "__meta__.npy").tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as err:
         raise CheckpointError(f"{path}: corrupt metadata ({err})") from err
     if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an nfcore checkpoint (format tag {info.get('format')!r})")
-    if info.get("version", 0) > VERSION:
-        raise CheckpointError(f"{path}: written by a newer nfcore (version {info['version']} > {VERSION})")
-    return path, info, arrays
+        raise CheckpointError(f"{path}: not an nfcore checkpoint (format tag "
+                              f"{info.get('format') if isinstance(info, dict) else None!r})")
+    version = info.get("version", 0)
+    if not isinstance(version, int) or version > VERSION:
+        raise CheckpointError(f"{path}: written by a newer nfcore (version {version!r} > {VERSION})")
+    if not isinstance(info.get("meta", {}), dict):
+        raise CheckpointError(f"{path}: corrupt metadata (meta is not a dict)")
+    return info
+
+
+def _read_arrays(path, zf, expected):
+    """Every array entry, each header checked before its data is read: model/ and best/ entries
+    must have the model's names, shapes and a float dtype and be finite; the rest are numeric
+    and bounded in size."""
+    arrays = {}
+    for name in zf.namelist():
+        if name == "__meta__.npy":
+            continue
+        key = name[: -len(".npy")] if name.endswith(".npy") else None
+        section = key.split("/", 1)[0] if key and "/" in key else None
+        if section not in ("model", "best", "optim", "extra"):
+            raise CheckpointError(f"{path}: unexpected entry {name!r}")
+        try:
+            shape, dtype = _entry_header(zf, name)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+            raise CheckpointError(f"{path}: entry {name!r} is corrupt ({err})") from err
+        if dtype.kind not in "fiub":
+            raise CheckpointError(f"{path}: entry {name!r} has dtype {dtype}, not numbers")
+        param = key.split("/", 1)[1]
+        if section in ("model", "best"):
+            if param not in expected:
+                raise CheckpointError(f"{path}: entry {name!r} is not a parameter of the model its config builds")
+            want = expected[param]
+            if shape != want.shape or (dtype.kind == "f") != (want.dtype.kind == "f"):
+                raise CheckpointError(f"{path}: {key} has shape {shape} and dtype {dtype}; the model's config "
+                                      f"expects shape {want.shape} and dtype {want.dtype}")
+        elif int(np.prod(shape, dtype=np.float64)) > MAX_EXTRA_ELEMENTS:
+            raise CheckpointError(f"{path}: entry {name!r} claims shape {shape}: too large")
+        try:
+            value = _entry(zf, name)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+            raise CheckpointError(f"{path}: entry {name!r} is corrupt ({err})") from err
+        if section in ("model", "best"):
+            _check_value(path, key, value, expected[param])
+        arrays[key] = value
+    missing = sorted(set(expected) - {k[len("model/"):] for k in arrays if k.startswith("model/")})
+    if missing:
+        raise CheckpointError(f"{path}: parameters missing: {missing[:10]}")
+    return arrays
+
+
+def _check_value(path, key, value, built):
+    """Weights finite; integer buffers (masks, permutations, MADE degrees: index data the kernels
+    trust) equal to those the config builds, the ActNorm ``initialized`` flags 0 or 1."""
+    if built.dtype.kind == "f":
+        if not np.all(np.isfinite(value)):
+            raise CheckpointError(f"{path}: {key} holds NaN or inf values (a diverged run's weights?)")
+    elif key.endswith("initialized"):
+        if not np.all((value == 0) | (value == 1)):
+            raise CheckpointError(f"{path}: {key} must be 0 or 1")
+    elif not np.array_equal(value, built):
+        raise CheckpointError(f"{path}: {key} differs from the structure its config builds (a mask, permutation or "
+                              "degree vector is fixed by the config and seed)")
 
 
 def _section(arrays, prefix):
@@ -81,19 +176,32 @@ def _section(arrays, prefix):
     return {k[n:]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
-def load_checkpoint(path, device="cpu"):
+def load_checkpoint(path, device="cpu", allow_large=False):
     """(flow, info, sections): the model rebuilt from its config plus every stored section.
 
     ``sections`` has keys ``optim``, ``best``, ``extra`` (dicts of arrays, possibly empty).
+    The file is untrusted input: its config is validated and its size estimated before the
+    model is built (``allow_large``: build one above ``models.MAX_PARAMETERS``), and every
+    entry's header is checked against the model before the entry is read.
     """
     from ..models import build
 
-    path, info, arrays = _read(path)
+    path = os.fspath(path)
     try:
-        flow = build(info["config"])
-        flow.load_state_dict(_section(arrays, "model/"))
-    except (ConfigError, CheckpointError, KeyError) as err:
-        raise CheckpointError(f"{path}: does not match its own config ({err})") from err
+        path, zf = _open(path)
+        with zf:
+            info = _read_info(path, zf)
+            try:
+                flow = build(info.get("config"), allow_large=allow_large)
+            except ConfigError as err:
+                raise CheckpointError(f"{path}: its config is refused: {err}") from err
+            expected = {k: np.asarray(v) for k, v in flow.state_dict().items()}
+            arrays = _read_arrays(path, zf, expected)
+    except NfcoreError:
+        raise
+    except CORRUPT as err:  # a damaged archive: whatever zipfile or the .npy reader trips on
+        raise CheckpointError(f"{path}: corrupt checkpoint ({type(err).__name__}: {err})") from err
+    flow.load_state_dict(_section(arrays, "model/"))
     if device != "cpu":
         flow.to(device)
     flow.eval()  # a loaded model evaluates (batch norm: running averages); fit() switches to train()
@@ -101,8 +209,9 @@ def load_checkpoint(path, device="cpu"):
     return flow, info, sections
 
 
-def load(path, device="cpu"):
-    """Rebuild the ``Flow`` stored in ``path`` (no code from the file is executed).
+def load(path, device="cpu", allow_large=False):
+    """Rebuild the ``Flow`` stored in ``path`` (no code from the file is executed; the file is
+    checked as untrusted input, see ``load_checkpoint``).
 
     Example:
         >>> import os, tempfile, numpy as np, nfcore
@@ -113,4 +222,4 @@ def load(path, device="cpu"):
         >>> bool(np.allclose(nfcore.load(path).log_prob(x), flow.log_prob(x)))
         True
     """
-    return load_checkpoint(path, device)[0]
+    return load_checkpoint(path, device, allow_large)[0]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ConfigError, NfcoreError, ShapeError
+from ..errors import CheckpointError, ConfigError, NfcoreError, ShapeError
 from ..kernels import backend_of, get_backend
 from .adam import Adam
 from .checkpoint import load_checkpoint, save
@@ -17,7 +17,50 @@ __all__ = ["History", "fit", "fit_reverse_kl", "evaluate_nll", "bits_per_dim", "
 
 
 class TrainingDiverged(NfcoreError):
-    """The loss became NaN/inf."""
+    """Training diverged: a loss, gradient or weight became NaN/inf, or the validation NLL exploded.
+
+    When it is raised the flow holds its last finite state and no checkpoint holds a non-finite
+    weight."""
+
+
+def _gaussian_nll(data):
+    """NLL (nats per row) of the training rows under their own diagonal Gaussian: a level any
+    flow beats after a few steps, the yardstick for an exploded one."""
+    var = np.maximum(np.var(data.reshape(data.shape[0], -1).astype(np.float64), axis=0), 1e-12)
+    return float(0.5 * np.sum(np.log(2 * np.pi * np.e * var)))
+
+
+def _exploded(val, best, reference):
+    """The validation NLL (nats per row) is far above both its best and the data's own diagonal
+    Gaussian: divergence, not training (a run at lr 10 reached 1.5e25)."""
+    base = min(best, reference)
+    return val - base > max(100.0, 10.0 * abs(base))
+
+
+def _finite(a):
+    return bool(np.all(np.isfinite(np.asarray(backend_of(a).to_host(a)))))
+
+
+def _first_nonfinite(flow, x, context):
+    """Where the forward pass of ``x`` first goes non-finite, in words (for the divergence message)."""
+    transforms = getattr(flow.transform, "transforms", [flow.transform])
+    h, i, t = x, 0, flow.transform
+    try:
+        for i, t in enumerate(transforms):
+            h, ld, _ = t.forward(h, context, need_grad=False)
+            if not (_finite(h) and _finite(ld)):
+                return f"the output of layer {i} ({type(t).__name__})"
+        lp, _ = flow.base.log_prob(h)
+    except NfcoreError as err:
+        return f"layer {i} ({type(t).__name__}): {err}"
+    if not _finite(lp):
+        return f"the base distribution's log-density ({type(flow.base).__name__})"
+    return "the gradient (the forward pass is finite)"
+
+
+def _restore(flow, optimizer, state):
+    flow.load_state_dict(state[0])
+    optimizer.load_state_dict(state[1])
 
 
 @dataclass
@@ -105,9 +148,13 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
         seed: shuffling and split seed.
         out_dir: if set, write ``model.npz`` (best weights), ``last.npz`` (resume state) and
             ``history.csv`` there after every epoch.
-        resume: path of a ``last.npz`` to continue from (weights, optimiser, history, best).
+        resume: path of a ``last.npz`` to continue from (weights, optimiser, history, best, the
+            shuffling generator and the model's own generators, the schedule's plan): a run
+            resumed after epoch k ends bit-identical to the run that was not interrupted.
         max_seconds: stop after this much training time (the epoch in progress finishes).
-        lr_schedule: ``constant`` or ``cosine`` (decay from ``lr`` to 0 over the epochs of this call).
+        lr_schedule: ``constant`` or ``cosine`` (decay from ``lr`` to 0 over the planned epochs: this
+            call's, or on resume the larger of the interrupted run's plan and the epochs done plus
+            this call's).
         log: callable taking one line of progress text (None: silent).
         meta: extra JSON-able facts stored in the checkpoints (e.g. the data source).
         keep_start: score the flow on the validation data before the first step and keep those
@@ -119,6 +166,13 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
 
     At the end the flow holds the best weights by validation NLL (early-stopping semantics) and
     is in evaluation mode (``flow.eval()``: batch-norm layers use their running averages).
+
+    Divergence: a non-finite loss or gradient stops training before the step is applied; a
+    non-finite weight or validation NLL at the end of an epoch, or a validation NLL exploded far
+    above its best and the data's diagonal Gaussian (``_exploded``), stops it too. The flow is
+    rolled back to its last finite state (the start of the epoch, or the best weights), no
+    checkpoint is written with the bad weights, and ``TrainingDiverged`` names the epoch, the
+    step and where the values went non-finite.
     """
     if epochs < 1 or batch_size < 1:
         raise ConfigError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
@@ -152,6 +206,7 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
     history = History()
     best_state = None
     start_epoch = 0
+    planned = epochs
     if resume is not None:
         saved, info, sections = load_checkpoint(resume)
         flow.load_state_dict(saved.state_dict())
@@ -162,7 +217,17 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
         history = History.from_arrays(hist, tm.get("best_epoch", -1), tm.get("best_val", math.inf))
         best_state = sections["best"] or None
         start_epoch = len(history.rows)
-        rng = np.random.default_rng([seed, start_epoch])
+        planned = max(planned, int(tm.get("planned_epochs", 0)), start_epoch + epochs)
+        if "shuffle_rng" in tm:  # continue the shuffling stream where it stopped
+            rng = np.random.default_rng()
+            try:
+                rng.bit_generator.state = tm["shuffle_rng"]
+            except (TypeError, ValueError, KeyError) as err:
+                raise CheckpointError(f"{resume}: the saved shuffling state is not valid ({err})") from err
+        else:  # a resume state from before session 6
+            rng = np.random.default_rng([seed, start_epoch])
+        if "generators" in tm:
+            flow.set_generator_states(tm["generators"])
     dev_val = None if val_data is None else ops.asarray(val_data)
     dev_val_ctx = None if val_context is None else ops.asarray(val_context)
     since_best = 0 if history.best_epoch < 0 else start_epoch - 1 - history.best_epoch
@@ -182,12 +247,24 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
             save(os.path.join(out_dir, "model.npz"), flow, None,
                  dict(meta, best_epoch=-1, best_val=history.best_val, epochs_done=0, lr=lr, batch_size=batch_size))
 
+    reference = _gaussian_nll(data)
     steps_per_epoch = n // batch_size
-    total_steps = epochs * steps_per_epoch
-    step_index = 0
+    total_steps = planned * steps_per_epoch
+    step_index = start_epoch * steps_per_epoch
+    saved_epoch = start_epoch if resume is not None else None  # the epoch last.npz holds
+
+    def diverged(what, epoch, step, where):
+        last = (f"the last good state (epoch {saved_epoch}) is in {os.path.join(out_dir, 'last.npz')}"
+                if out_dir is not None and saved_epoch else "no resume state was written")
+        return TrainingDiverged(
+            f"training diverged at epoch {epoch + 1}" + (f", step {step}" if step else "") + f": {what}"
+            + (f", first in {where}" if where else "") + f"; the model is back at its last finite state and {last}. "
+            f"Lower the learning rate (now {lr:g}) or clip the gradient norm (clip_norm, --clip-norm)")
+
     for epoch in range(start_epoch, start_epoch + epochs):
         t0 = time.perf_counter()
         flow.train()
+        good = (flow.state_dict(), optimizer.state_dict())  # the last finite state: the epoch's start
         perm = rng.permutation(n)
         x_epoch = ops.asarray(data[perm])
         c_epoch = None if context is None else ops.asarray(context[perm])
@@ -201,18 +278,32 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
             optimizer.zero_grad()
             loss = flow.loss_and_grad(xb, cb)
             if not math.isfinite(loss):
-                raise TrainingDiverged(
-                    f"loss became {loss} at epoch {epoch + 1}, step {steps + 1}; "
-                    + (f"the last good state is in {os.path.join(out_dir, 'last.npz')}; " if out_dir else "")
-                    + "lower the learning rate or set clip_norm"
-                )
-            optimizer.step()
+                where = _first_nonfinite(flow, xb, cb)
+                _restore(flow, optimizer, good)
+                raise diverged(f"the training loss became {loss}", epoch, steps + 1, where)
+            if not math.isfinite(optimizer.step()):  # a NaN/inf gradient: Adam skipped the update
+                where = _first_nonfinite(flow, xb, cb)
+                _restore(flow, optimizer, good)
+                raise diverged("the gradient became non-finite", epoch, steps + 1, where)
             total += loss
             steps += 1
         seconds = time.perf_counter() - t0
         train_nll = total / max(steps, 1)
         flow.eval()  # batch norm: validation with the running averages
+        bad = [name for name, p in flow.named_parameters() if not _finite(p.data)]
+        if bad:
+            _restore(flow, optimizer, good)
+            raise diverged(f"weights became non-finite ({', '.join(bad[:3])})", epoch, None, None)
         val_nll = evaluate_nll(flow, dev_val, dev_val_ctx) if dev_val is not None else train_nll
+        if not math.isfinite(val_nll) or _exploded(val_nll, history.best_val, reference):
+            kind = "non-finite" if not math.isfinite(val_nll) else "exploded"
+            _restore(flow, optimizer, good)
+            if best_state is not None:
+                flow.load_state_dict(best_state)
+            flow.eval()
+            best = f"best {history.best_val:.4g}, " if math.isfinite(history.best_val) else ""
+            raise diverged(f"the validation NLL {kind} ({val_nll:.4g}; {best}the data's diagonal Gaussian: "
+                           f"{reference:.4g})", epoch, None, None)
         history.append(epoch=epoch + 1, train_nll=train_nll, val_nll=val_nll,
                        samples_per_s=steps * batch_size / max(seconds, 1e-12), seconds=seconds)
         improved = val_nll < history.best_val
@@ -231,7 +322,10 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
             summary = dict(meta, best_epoch=history.best_epoch, best_val=history.best_val,
                            epochs_done=epoch + 1, lr=lr, batch_size=batch_size)
             hist = {f"history/{k}": v for k, v in history.to_arrays().items()}
-            save(os.path.join(out_dir, "last.npz"), flow, optimizer, summary, best_state, hist)
+            resume_state = dict(summary, planned_epochs=planned, shuffle_rng=rng.bit_generator.state,
+                                generators=flow.generator_states())
+            save(os.path.join(out_dir, "last.npz"), flow, optimizer, resume_state, best_state, hist)
+            saved_epoch = epoch + 1
             if improved:
                 save(os.path.join(out_dir, "model.npz"), flow, None, summary)
             history.write_csv(os.path.join(out_dir, "history.csv"))
@@ -279,12 +373,19 @@ def fit_reverse_kl(flow, log_target, *, steps=2000, batch_size=256, lr=1e-3, cli
     rng = np.random.default_rng(seed)
     optimizer = Adam(flow.parameters(), lr=lr, clip_norm=clip_norm)
     losses = np.empty(steps)
+    good = None
     for i in range(steps):
+        if i % log_every == 0:
+            good = (flow.state_dict(), optimizer.state_dict())  # rolled back to on divergence
         optimizer.zero_grad()
         loss = flow.reverse_kl_loss_and_grad(log_target, batch_size, rng)
-        if not math.isfinite(loss):
-            raise TrainingDiverged(f"reverse-KL loss became {loss} at step {i + 1}; lower lr or set clip_norm")
-        optimizer.step()
+        what = f"the reverse-KL loss became {loss}" if not math.isfinite(loss) else None
+        if what is None and not math.isfinite(optimizer.step()):
+            what = "the gradient became non-finite"
+        if what is not None:
+            _restore(flow, optimizer, good)
+            raise TrainingDiverged(f"reverse-KL training diverged at step {i + 1}: {what}; the model is back at its "
+                                   f"state of step {i - i % log_every + 1}. Lower lr (now {lr:g}) or set clip_norm")
         losses[i] = loss
         if log is not None and ((i + 1) % log_every == 0 or i == steps - 1):
             window = losses[max(0, i + 1 - log_every) : i + 1]

@@ -1,0 +1,312 @@
+"""The edges (issue 12): untrusted configs and checkpoints, divergence, option validation, exact resume."""
+
+import glob
+import json
+import os
+import tracemalloc
+import zipfile
+
+import numpy as np
+import pytest
+
+import nfcore
+from nfcore.cli import main
+from nfcore.data import sample_toy
+from nfcore.errors import CheckpointError, ConfigError
+from nfcore.train import TrainingDiverged, load_checkpoint
+
+
+def _small(**kw):
+    cfg = {"dim": 2, "layers": 2, "hidden": [8]}
+    cfg.update(kw)
+    return nfcore.build(cfg)
+
+
+# -- configs: every value checked, sizes before allocation ---------------------------------------
+
+
+def test_a_billion_layers_is_refused_before_anything_is_allocated():
+    tracemalloc.start()
+    with pytest.raises(ConfigError, match="parameters"):
+        nfcore.build({"dim": 2, "layers": 10**9})
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 100 * 2**20, peak
+
+
+@pytest.mark.parametrize("cfg, message", [
+    ({"layers": "8"}, "layers must be an integer"),
+    ({"layers": 0}, "layers must be an integer >= 1"),
+    ({"layers": True}, "layers must be an integer"),
+    ({"hidden": [64, -1]}, r"hidden\[1\] must be an integer >= 1"),
+    ({"hidden": "64"}, "hidden must be a list"),
+    ({"flow": "iresnet", "n_terms": 0}, "n_terms must be an integer >= 1"),
+    ({"coeff": 1.2}, "coeff must be a finite number > 0.0 and < 1.0"),
+    ({"scale_bound": float("nan")}, "scale_bound must be a finite number"),
+    ({"dtype": "float16"}, "dtype must be one of"),
+    ({"whiten": "yes"}, "whiten must be true or false"),
+    ({"seed": -1}, "seed must be an integer >= 0"),
+    ({"standardize": {"mean": [0.0], "std": [1.0, 1.0]}}, "standardize.mean must be a list of 2"),
+    ({"standardize": {"mean": [0.0, 0.0], "std": [1.0, 0.0]}}, r"standardize.std\[1\] must be a finite number > 0"),
+    ({"discrete": [5]}, "discrete column 5 is out of range"),
+    ({"dim": 10**6, "hidden": [10**4]}, "parameters"),
+    ({"flow": "glow", "shape": [8, 8, "3"]}, r"shape\[2\] must be an integer"),
+])
+def test_config_values_are_checked(cfg, message):
+    with pytest.raises(ConfigError, match=message):
+        nfcore.build(cfg)
+
+
+def test_a_big_model_can_be_asked_for():
+    cfg = {"dim": 2, "layers": 2, "hidden": [8]}
+    assert nfcore.models.estimate_parameters(nfcore.models.normalize_config(cfg)) >= _small().num_parameters()
+    old = nfcore.models.MAX_PARAMETERS
+    try:
+        nfcore.models.MAX_PARAMETERS = 10
+        with pytest.raises(ConfigError, match="allow_large=True"):
+            nfcore.build(cfg)
+        assert nfcore.build(cfg, allow_large=True).num_parameters() > 10
+    finally:
+        nfcore.models.MAX_PARAMETERS = old
+
+
+def test_the_estimate_bounds_every_family():
+    cfgs = [
+        {"flow": "realnvp", "dim": 5, "hidden": [16, 16], "context_dim": 2},
+        {"flow": "maf", "dim": 5, "hidden": [16, 16], "batch_norm": True, "base": "made-mog"},
+        {"flow": "resflow", "dim": 3, "hidden": [8, 8], "learn_beta": True},
+        {"flow": "glow", "shape": [8, 8, 3], "layers": 2, "hidden": [8]},
+        {"flow": "realnvp", "shape": [4, 4, 1], "layers": 2, "hidden": [8]},
+        {"flow": "iresnet", "shape": [4, 4, 1], "layers": 1, "hidden": [3]},
+        {"flow": "realnvp", "dim": 4, "whiten": True, "base": "gmm", "prior_components": 3},
+    ]
+    for cfg in cfgs:
+        est = nfcore.models.estimate_parameters(nfcore.models.normalize_config(cfg))
+        assert est >= nfcore.build(cfg).num_parameters(), cfg
+
+
+# -- checkpoints are untrusted input -------------------------------------------------------------
+
+
+def _rewrite(path, out, edit_meta=None, entries=None):
+    """Copy the checkpoint at ``path`` to ``out``, editing its metadata and replacing entries."""
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(out, "w") as zout:
+        for name in zin.namelist():
+            data = zin.read(name)
+            if name == "__meta__.npy" and edit_meta is not None:
+                with zin.open(name) as fh:
+                    info = json.loads(np.lib.format.read_array(fh).tobytes().decode())
+                edit_meta(info)
+                raw = np.frombuffer(json.dumps(info).encode(), dtype=np.uint8)
+                with zout.open(name, "w") as fh:
+                    np.lib.format.write_array(fh, raw)
+                continue
+            if entries and name in entries:
+                data = entries[name]
+            zout.writestr(name, data)
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    path = tmp_path / "m.npz"
+    nfcore.save(path, nfcore.build({"flow": "realnvp", "dim": 3, "layers": 2, "hidden": [4], "permute": "random"}))
+    return path
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda i: i["config"].update(layers=10**9), "parameters"),
+    (lambda i: i["config"].update(hidden=[10**7]), "parameters"),
+    (lambda i: i.update(config=None), "a config is a dict"),
+    (lambda i: i["config"].update(layers="2"), "layers must be an integer"),
+    (lambda i: i.update(format="other"), "format tag"),
+    (lambda i: i.update(version=99), "newer nfcore"),
+])
+def test_a_tampered_config_is_refused(checkpoint, tmp_path, edit, message):
+    bad = tmp_path / "bad.npz"
+    _rewrite(checkpoint, bad, edit_meta=edit)
+    with pytest.raises(CheckpointError, match=message):
+        nfcore.load(bad)
+
+
+def _npy_header_only(shape, dtype="<f8"):
+    """The bytes of an .npy header claiming ``shape`` followed by 16 bytes of data."""
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buf.getvalue() + b"\0" * 16
+
+
+def test_entries_are_checked_before_they_are_read(checkpoint, tmp_path):
+    with zipfile.ZipFile(checkpoint) as z:
+        name = next(n for n in z.namelist() if n.startswith("model/") and "weight" in n)
+    huge = tmp_path / "huge.npz"
+    _rewrite(checkpoint, huge, entries={name: _npy_header_only((10**6, 10**6))})  # claims 7.3 TiB
+    tracemalloc.start()
+    with pytest.raises(CheckpointError, match="expects shape"):
+        nfcore.load(huge)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 50 * 2**20, peak
+    extra = tmp_path / "extra.npz"
+    _rewrite(checkpoint, extra, entries={name: zipfile.ZipFile(checkpoint).read(name)})
+    with zipfile.ZipFile(extra, "a") as z:
+        z.writestr("extra/history/epoch.npy", _npy_header_only((10**12,)))
+    with pytest.raises(CheckpointError, match="too large"):
+        nfcore.load(extra)
+
+
+def test_non_finite_weights_and_foreign_structure_are_refused(checkpoint, tmp_path):
+    flow = nfcore.load(checkpoint)
+    state = flow.state_dict()
+    weight = next(k for k in state if k.endswith("weight"))
+    perm = next(k for k in state if k.endswith("perm"))
+    for key, value, message in [(weight, np.full_like(state[weight], np.nan), "NaN or inf"),
+                                (perm, state[perm][::-1].copy(), "differs from the structure")]:
+        import io
+
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, value)
+        bad = tmp_path / "bad.npz"
+        _rewrite(checkpoint, bad, entries={f"model/{key}.npy": buf.getvalue()})
+        with pytest.raises(CheckpointError, match=message):
+            nfcore.load(bad)
+
+
+def test_an_npy_file_or_garbage_given_as_a_model(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((3, 2)))
+    (tmp_path / "g.npz").write_bytes(b"PK\x03\x04" + b"\x00" * 40)
+    for path in (tmp_path / "x.npy", tmp_path / "g.npz"):
+        with pytest.raises(CheckpointError):
+            nfcore.load(path)
+
+
+def test_random_corruption_gives_the_checkpoint_error_or_a_valid_model(checkpoint, tmp_path):
+    raw = checkpoint.read_bytes()
+    rng = np.random.default_rng(0)
+    outcomes = {"error": 0, "loaded": 0}
+    for i in range(150):
+        b = bytearray(raw)
+        for j in rng.integers(len(b), size=rng.integers(1, 8)):
+            b[j] = rng.integers(256)
+        if i % 5 == 0:
+            b = b[: rng.integers(len(b))]
+        path = tmp_path / f"c{i}.npz"
+        path.write_bytes(bytes(b))
+        try:
+            flow = nfcore.load(path)
+        except CheckpointError:
+            outcomes["error"] += 1
+        else:  # a flipped weight byte can leave a valid file: then the model is finite and usable
+            assert np.all(np.isfinite(flow.log_prob(np.zeros((2, 3)))))
+            outcomes["loaded"] += 1
+    assert outcomes["error"] > 100, outcomes
+
+
+# -- divergence ------------------------------------------------------------------------------------
+
+
+def test_divergence_rolls_back_and_leaves_only_finite_checkpoints(tmp_path):
+    x = sample_toy("moons", 600, 0)
+    flow = _small()
+    with pytest.raises(TrainingDiverged, match="diverged at epoch") as info:
+        nfcore.fit(flow, x, epochs=50, batch_size=50, lr=1000.0, out_dir=tmp_path, log=None)
+    assert "Lower the learning rate" in str(info.value)
+    assert all(np.all(np.isfinite(p.data)) for p in flow.parameters())
+    assert np.all(np.isfinite(flow.log_prob(x[:10])))
+    for path in glob.glob(str(tmp_path / "*.npz")):
+        loaded, _, sections = load_checkpoint(path)
+        assert all(np.all(np.isfinite(p.data)) for p in loaded.parameters()), path
+        assert all(np.all(np.isfinite(v)) for v in sections["best"].values())
+
+
+def test_a_non_finite_loss_names_the_layer(monkeypatch):
+    x = sample_toy("moons", 300, 0)
+    flow = _small()
+    nfcore.fit(flow, x, epochs=1, batch_size=50, log=None)
+    coupling = flow.transform.transforms[1]
+    before = {k: v.copy() for k, v in flow.state_dict().items()}
+    coupling_forward = type(coupling).forward
+
+    def broken(self, h, context=None, need_grad=True):
+        y, ld, cache = coupling_forward(self, h, context, need_grad)
+        return y * np.inf, ld, cache
+
+    monkeypatch.setattr(coupling, "forward", broken.__get__(coupling))
+    with pytest.raises(TrainingDiverged, match=r"first in the output of layer \d \(AffineCoupling\)"):
+        nfcore.fit(flow, x, epochs=1, batch_size=50, log=None)
+    for k, v in flow.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+def test_cli_reports_divergence_with_a_nonzero_exit(tmp_path, capsys):
+    run = tmp_path / "run"
+    rc = main(["train", "--n-train", "5000", "--epochs", "5", "--lr", "1000", "--layers", "2", "--hidden", "8",
+               "--whiten", "off", "--out", str(run), "--no-plot"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "diverged" in err, err
+    for path in glob.glob(str(run / "*.npz")):
+        loaded = nfcore.load(path)
+        assert all(np.all(np.isfinite(p.data)) for p in loaded.parameters()), path
+
+
+# -- options: no silent defaults -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--batch-size", "0"], "--batch-size: must be an integer >= 1, got 0"),
+    (["train", "--lr", "0"], "--lr: must be a finite number > 0, got 0"),
+    (["train", "--lr", "nan"], "--lr: must be a finite number > 0"),
+    (["train", "--hidden", "0"], "--hidden: must be an integer >= 1"),
+    (["train", "--depth", "-1"], "--depth: must be an integer >= 0"),
+    (["train", "--seed", "-1"], "--seed: must be an integer >= 0"),
+    (["train", "--epochs", "two"], "--epochs: expected an integer >= 1, got 'two'"),
+    (["train", "--prior-hidden", "0"], "--prior-hidden: must be an integer >= 1"),
+    (["train", "--weight-decay", "-1"], "--weight-decay: must be a finite number >= 0"),
+    (["sample", "m.npz", "-n", "0"], "-n: must be an integer >= 1"),
+    (["sample", "m.npz", "-n", "3", "--temperature", "inf"], "--temperature: must be a finite number > 0"),
+])
+def test_options_outside_their_domain_are_refused(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+# -- resume is exact -------------------------------------------------------------------------------
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("flow_name", ["realnvp", "resflow"])
+def test_resume_is_bit_exact(tmp_path, dtype, flow_name):
+    """4 epochs straight == an interrupted run (stopped during epoch 3) + resume: every parameter,
+    the optimiser state and the history, bit for bit (cosine schedule; the resflow's probes and
+    roulette draws come from a generator of its own)."""
+    x = sample_toy("8gaussians", 400, 0).astype(dtype) / 3
+    cfg = {"flow": flow_name, "dim": 2, "layers": 2, "hidden": [8], "dtype": dtype}
+    kw = dict(batch_size=64, lr=3e-3, lr_schedule="cosine", seed=3)
+    straight = nfcore.build(cfg)
+    h1 = nfcore.fit(straight, x, epochs=4, out_dir=tmp_path / "a", log=None, **kw)
+
+    def stop_in_epoch_3(line):
+        if line.startswith("epoch    3"):
+            raise _Interrupt
+
+    part = nfcore.build(cfg)
+    with pytest.raises(_Interrupt):
+        nfcore.fit(part, x, epochs=4, out_dir=tmp_path / "b", log=stop_in_epoch_3, **kw)
+    resumed = nfcore.build(cfg)
+    h2 = nfcore.fit(resumed, x, epochs=2, out_dir=tmp_path / "b", resume=tmp_path / "b" / "last.npz", log=None, **kw)
+    assert [r["val_nll"] for r in h2.rows] == [r["val_nll"] for r in h1.rows]
+    a, b = load_checkpoint(tmp_path / "a" / "last.npz"), load_checkpoint(tmp_path / "b" / "last.npz")
+    for k, v in a[0].state_dict().items():
+        np.testing.assert_array_equal(b[0].state_dict()[k], v, err_msg=k)
+    for k, v in a[2]["optim"].items():
+        np.testing.assert_array_equal(b[2]["optim"][k], v, err_msg=k)
+    for k, v in straight.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[k], v, err_msg=k)
+    assert not [n for n in os.listdir(tmp_path / "b") if n.startswith(".tmp")]
