@@ -9,6 +9,7 @@
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -114,7 +115,8 @@ def build_parser():
     lp = sub.add_parser("logprob", help="log-density of every row of a .npy/.csv file")
     lp.add_argument("model")
     lp.add_argument("input")
-    lp.add_argument("--output", default=None, help=".npy (or .csv) file for the values; default prints them")
+    lp.add_argument("--output", default=None,
+                    help="file for the values: .npy, .csv or .txt, exactly the name given; default prints them")
 
     s = sub.add_parser("sample", help="draw samples from a trained flow")
     s.add_argument("model")
@@ -122,18 +124,74 @@ def build_parser():
     s.add_argument("--seed", type=_at_least(0), default=None)
     s.add_argument("--temperature", type=_positive(), default=1.0,
                    help="scale of the base noise (image flows: also of every split prior; default: 1)")
-    s.add_argument("--output", default=None, help=".npy or .csv file, or .png for an image grid; default prints CSV")
+    s.add_argument("--output", default=None,
+                   help=".npy, .csv or .txt file (exactly the name given), or .png for an image grid; "
+                        "default prints CSV")
 
     i = sub.add_parser("info", help="architecture, parameter count and training summary of a checkpoint")
     i.add_argument("model")
     return p
 
 
-def _save_array(path, arr):
-    if path.endswith(".csv"):
-        np.savetxt(path, arr, delimiter=",")
-    else:
-        np.save(path, arr)
+#: rows evaluated or drawn per chunk by logprob and sample: their memory does not grow with N
+CHUNK_ROWS = 65_536
+#: what --output can write, by extension
+OUTPUT_FORMATS = {".npy": "NumPy array", ".csv": "comma-separated text", ".txt": "space-separated text"}
+
+
+class RowWriter:
+    """Rows written chunk by chunk to exactly the file named, in the format of its extension
+    (``OUTPUT_FORMATS``): into a temporary file in the same folder, renamed at the end, so a
+    crash never leaves a partial file under the output's name. ``.npy`` is written as a header
+    and the raw rows (no memory map: memory stays bounded by the chunk)."""
+
+    def __init__(self, path, shape, dtype, allowed=OUTPUT_FORMATS):
+        import tempfile
+
+        self.path = os.fspath(path)
+        self.ext = os.path.splitext(self.path)[1].lower()
+        if self.ext not in allowed:
+            raise ConfigError(f"--output {self.path}: unknown extension {self.ext!r}; use one of "
+                              + ", ".join(f"{e} ({d})" for e, d in allowed.items()))
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(folder):
+            raise ConfigError(f"--output {self.path}: the folder {folder} does not exist")
+        if os.path.isdir(self.path):
+            raise ConfigError(f"--output {self.path} is a folder; name a file")
+        self.shape, self.dtype, self.written = tuple(shape), np.dtype(dtype), 0
+        fd, self.tmp = tempfile.mkstemp(prefix=".tmp-", suffix=self.ext, dir=folder)
+        self.fh = os.fdopen(fd, "wb")
+        if self.ext == ".npy":
+            header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
+            np.lib.format.write_array_header_1_0(self.fh, header)
+
+    def write(self, rows):
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        if self.ext == ".npy":
+            self.fh.write(rows.tobytes())
+        else:
+            sep = "," if self.ext == ".csv" else " "
+            np.savetxt(self.fh, rows.reshape(len(rows), -1), delimiter=sep, fmt="%.9g")
+        self.written += len(rows)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.fh.close()
+        if exc_type is None and self.written == self.shape[0]:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self.tmp, 0o666 & ~umask)  # a temporary file is private; the output is not
+            os.replace(self.tmp, self.path)
+        else:
+            os.unlink(self.tmp)
+        return False
+
+
+def _progress(done, total, what):
+    if total > 4 * CHUNK_ROWS:  # long jobs only, on stderr (stdout may carry the values)
+        print(f"  {done:,} / {total:,} {what}", file=sys.stderr, flush=True)
 
 
 #: the vector trainer's defaults per flow family, where an option is not given. MAF and the
@@ -348,7 +406,9 @@ def _image_config(flow):
 
 
 def cmd_logprob(args, out=print):
-    from .data import load_array
+    """log p of every row, chunk by chunk (memory bounded whatever the file's size)."""
+    from .data import open_rows
+    from .errors import DataError
     from .train import load
 
     flow = load(args.model)
@@ -356,41 +416,81 @@ def cmd_logprob(args, out=print):
     if shape is not None:
         from .data import load_images
 
-        x = load_images(args.input, levels)[0].astype(flow.dtype)
+        images = load_images(args.input, levels)[0]
+        rows, read = images, (lambda a, b: images[a:b])
     else:
-        x = load_array(args.input).astype(flow.dtype)
-    lp = np.asarray(flow.log_prob(x))
-    if shape is not None:
-        out(f"mean {float(np.mean(_bpd(lp, int(np.prod(shape))))):.4f} bits/dim over {lp.shape[0]} images")
+        rows = open_rows(args.input)
+        if rows.shape[1] != flow.shape[0]:
+            raise DataError(f"{args.input}: the model takes rows of {flow.shape[0]} values (N, {flow.shape[0]}), "
+                            f"the file has {rows.shape[1]}")
+        read = lambda a, b: rows[a:b]  # noqa: E731
+    n = len(rows)
+    total, n_inf = 0.0, 0
+    with RowWriter(args.output, (n,), flow.dtype) if args.output else contextlib.nullcontext() as writer:
+        for start in range(0, n, CHUNK_ROWS):
+            x = read(start, min(n, start + CHUNK_ROWS))
+            bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+            if bad.any():
+                raise DataError(f"{args.input}: NaN or inf in row {start + int(np.argmax(bad))}")
+            lp = np.asarray(flow.log_prob(x.astype(flow.dtype)), dtype=np.float64)
+            if np.isnan(lp).any():
+                raise DataError(f"the model gives NaN for row {start + int(np.argmax(np.isnan(lp)))} of "
+                                f"{args.input}; is the model sound (nfcore info)?")
+            n_inf += int(np.isinf(lp).sum())
+            total += float(np.sum(lp[np.isfinite(lp)]))
+            if writer is not None:
+                writer.write(lp)
+            else:
+                for v in lp:
+                    out(f"{v:.6f}")
+            _progress(start + len(lp), n, "rows")
+    mean = total / max(n - n_inf, 1)
+    note = f"; {n_inf} rows outside the model's support (log p = -inf)" if n_inf else ""
+    if n == 0:
+        print(f"{args.input}: no rows, nothing to evaluate", file=sys.stderr)
+    elif shape is not None:
+        out(f"mean {float(_bpd(mean, int(np.prod(shape)))):.4f} bits/dim over {n} images{note}")
     if args.output:
-        _save_array(args.output, lp)
-        out(f"wrote {lp.shape[0]} log-densities to {args.output} (mean {lp.mean():.4f})")
-    else:
-        for v in lp:
-            out(f"{v:.6f}")
+        out(f"wrote {n} log-densities to {args.output}" + (f" (mean {mean:.4f}{note})" if n else ""))
     return 0
 
 
 def cmd_sample(args, out=print):
+    """Draw -n samples chunk by chunk from one generator (memory bounded whatever n)."""
+    from .errors import DataError
     from .train import load
 
     flow = load(args.model)
-    x = np.asarray(flow.sample(args.n, seed=args.seed, temperature=args.temperature))
     shape, levels = _image_config(flow)
+    rng = np.random.default_rng(args.seed)
     if args.output and args.output.lower().endswith(".png"):
         if shape is None:
-            raise ConfigError("a .png grid is for image models; write .npy or .csv samples")
+            raise ConfigError("a .png grid is for image models; write .npy, .csv or .txt samples")
+        if args.n > 1024:
+            raise ConfigError(f"a PNG grid of {args.n} images is too large to view; at most 1024 (-n)")
         from .plot import save_image_grid
 
+        x = np.asarray(flow.sample(args.n, seed=rng, temperature=args.temperature))
         if not save_image_grid(x, args.output, levels):
             raise ConfigError("writing a PNG needs matplotlib: pip install 'nfcore[plot]'")
         out(f"wrote a grid of {x.shape[0]} samples to {args.output}")
-    elif args.output:
-        _save_array(args.output, x)
-        out(f"wrote {x.shape[0]} samples to {args.output}")
-    else:
-        for row in x.reshape(x.shape[0], -1):
-            out(",".join(f"{v:.6f}" for v in row))
+        return 0
+    with (RowWriter(args.output, (args.n, *flow.shape), flow.dtype) if args.output
+          else contextlib.nullcontext()) as writer:
+        for start in range(0, args.n, CHUNK_ROWS):
+            m = min(CHUNK_ROWS, args.n - start)
+            x = np.asarray(flow.sample(m, seed=rng, temperature=args.temperature))
+            if not np.all(np.isfinite(x)):
+                raise DataError("the model produced NaN or inf samples (an overflow in its inverse); try a lower "
+                                "--temperature")
+            if writer is not None:
+                writer.write(x)
+            else:
+                for row in x.reshape(m, -1):
+                    out(",".join(f"{v:.6f}" for v in row))
+            _progress(start + m, args.n, "samples")
+    if args.output:
+        out(f"wrote {args.n} samples to {args.output}")
     return 0
 
 

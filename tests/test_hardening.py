@@ -233,7 +233,8 @@ def test_a_non_finite_loss_names_the_layer(monkeypatch):
         return y * np.inf, ld, cache
 
     monkeypatch.setattr(coupling, "forward", broken.__get__(coupling))
-    with pytest.raises(TrainingDiverged, match=r"first in the output of layer \d \(AffineCoupling\)"):
+    with pytest.raises(TrainingDiverged, match=r"first in the output of layer \d \(AffineCoupling\)"), \
+            np.errstate(invalid="ignore"):
         nfcore.fit(flow, x, epochs=1, batch_size=50, log=None)
     for k, v in flow.state_dict().items():
         np.testing.assert_array_equal(v, before[k])
@@ -310,3 +311,106 @@ def test_resume_is_bit_exact(tmp_path, dtype, flow_name):
     for k, v in straight.state_dict().items():
         np.testing.assert_array_equal(resumed.state_dict()[k], v, err_msg=k)
     assert not [n for n in os.listdir(tmp_path / "b") if n.startswith(".tmp")]
+
+
+# -- evaluation never changes a model --------------------------------------------------------------
+
+
+def test_log_prob_and_sample_never_change_a_model(rng):
+    glow = nfcore.build({"flow": "glow", "shape": [4, 4, 1], "layers": 1, "hidden": [4]})
+    before = {k: v.copy() for k, v in glow.state_dict().items()}
+    x = rng.uniform(0, 1, size=(8, 4, 4, 1))
+    glow.log_prob(x)
+    glow.sample(3, seed=0)
+    assert glow.training  # the mode is left as it was
+    for k, v in glow.state_dict().items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)  # no ActNorm data initialisation
+    maf = nfcore.build({"flow": "maf", "dim": 2, "layers": 2, "hidden": [8], "batch_norm": True})
+    nfcore.gradcheck.randomize_parameters(maf, 0.3, 1)
+    maf.train()
+    rows = rng.normal(size=(6, 2))
+    alone = maf.log_prob(rows[:1])  # one row: batch statistics would refuse it
+    np.testing.assert_allclose(maf.log_prob(rows)[:1], alone, rtol=1e-12)
+    np.testing.assert_allclose(maf.log_prob(np.vstack([rows[:1], 10 + rows[1:]]))[:1], alone, rtol=1e-12)
+    assert maf.training
+
+
+def test_chunked_evaluation_and_sampling(rng):
+    flow = _small()
+    nfcore.gradcheck.randomize_parameters(flow, 0.3, 2)
+    x = rng.normal(size=(11, 2))
+    np.testing.assert_allclose(flow.log_prob(x, chunk_size=4), flow.log_prob(x), rtol=1e-13)
+    assert flow.log_prob(np.zeros((0, 2))).shape == (0,)
+    a = flow.sample(10, seed=np.random.default_rng(5), chunk_size=3)
+    assert a.shape == (10, 2) and np.all(np.isfinite(a))
+    np.testing.assert_array_equal(a, flow.sample(10, seed=np.random.default_rng(5), chunk_size=3))
+    with pytest.raises(ConfigError, match="chunk_size"):
+        flow.log_prob(x, chunk_size=0)
+
+
+# -- input and output files ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "m.npz"
+    flow = _small()
+    nfcore.gradcheck.randomize_parameters(flow, 0.3, 3)
+    nfcore.save(path, flow)
+    return path
+
+
+def _cli(argv, capsys):
+    rc = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_logprob_writes_exactly_the_file_named(model_path, tmp_path, capsys):
+    x = np.random.default_rng(0).normal(size=(5, 2))
+    np.save(tmp_path / "x.npy", x)
+    want = nfcore.load(model_path).log_prob(x)
+    for name, read in [("lp.npy", np.load), ("lp.csv", lambda p: np.loadtxt(p, delimiter=",")),
+                       ("lp.txt", np.loadtxt)]:
+        rc, out, _ = _cli(["logprob", model_path, tmp_path / "x.npy", "--output", tmp_path / name], capsys)
+        assert rc == 0 and f"to {tmp_path / name}" in out
+        np.testing.assert_allclose(read(tmp_path / name), want, rtol=1e-8)
+    assert not (tmp_path / "lp.txt.npy").exists()
+    rc, _, err = _cli(["logprob", model_path, tmp_path / "x.npy", "--output", tmp_path / "lp.dat"], capsys)
+    assert rc == 2 and "unknown extension '.dat'" in err and not (tmp_path / "lp.dat").exists()
+    rc, _, err = _cli(["logprob", model_path, tmp_path / "x.npy", "--output", tmp_path / "no" / "lp.npy"], capsys)
+    assert rc == 2 and "does not exist" in err
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp")]
+
+
+@pytest.mark.parametrize("make, outcome", [
+    (lambda p: np.save(p / "in.npy", np.zeros((1, 2))), 1),                         # one row
+    (lambda p: np.save(p / "in.npy", np.zeros((0, 2))), 0),                         # zero rows
+    (lambda p: np.save(p / "in.npy", np.ones((3, 2), dtype=">f8")), 3),             # big-endian
+    (lambda p: np.save(p / "in.npy", np.ones((3, 2), dtype=np.int16)), 3),          # integers
+    (lambda p: (p / "in.csv").write_text("a,b\n1,2\n3,4\n"), 2),                    # a header row
+    (lambda p: np.save(p / "in.npy", np.ones((3, 2), dtype=complex)), "real numbers"),
+    (lambda p: np.save(p / "in.npy", np.array([["a", "b"]])), "real numbers"),
+    (lambda p: np.save(p / "in.npy", np.ones((3, 3))), "rows of 2 values"),
+    (lambda p: np.save(p / "in.npy", np.array([[1.0, np.nan]])), "NaN or inf in row 0"),
+    (lambda p: (p / "in.csv").write_text("1,2\n3,4\n5,6,7\n"), "could not read"),
+    (lambda p: (p / "in.npy").write_bytes(b""), "not a readable .npy"),
+    (lambda p: (p / "in.npy").write_bytes(_npy_header_only((10**12, 2))), "the header claims"),
+])
+def test_logprob_input_files(model_path, tmp_path, capsys, make, outcome):
+    make(tmp_path)
+    path = next(tmp_path.glob("in.*"))
+    rc, out, err = _cli(["logprob", model_path, path], capsys)
+    if isinstance(outcome, int):
+        assert rc == 0 and len(out.split()) == outcome, (out, err)
+    else:
+        assert rc == 2 and outcome in err, err
+
+
+def test_sample_output_and_bad_counts(model_path, tmp_path, capsys):
+    rc, out, _ = _cli(["sample", model_path, "-n", 5, "--seed", 1, "--output", tmp_path / "s.txt"], capsys)
+    assert rc == 0 and np.loadtxt(tmp_path / "s.txt").shape == (5, 2)
+    rc, _, _ = _cli(["sample", model_path, "-n", 5, "--seed", 1, "--output", tmp_path / "s.npy"], capsys)
+    np.testing.assert_allclose(np.load(tmp_path / "s.npy"), np.loadtxt(tmp_path / "s.txt"), rtol=1e-7)
+    rc, _, err = _cli(["sample", model_path, "-n", 5, "--output", tmp_path / "s.png"], capsys)
+    assert rc == 2 and "image models" in err

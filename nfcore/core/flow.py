@@ -6,6 +6,9 @@
 and kernels below can trust them.
 """
 
+import contextlib
+import numbers
+
 import numpy as np
 
 from ..errors import ConfigError, InputOutsideDomain, ShapeError
@@ -13,6 +16,20 @@ from ..kernels import backend_of, get_backend, is_device_array
 from .module import Module
 
 __all__ = ["Flow"]
+
+
+def _positive_int(value, name, error=ConfigError):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise error(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def _concat(parts):
+    """Concatenate host or device arrays along the first axis (on their device)."""
+    if not is_device_array(parts[0]):
+        return np.concatenate([np.asarray(p) for p in parts])
+    ops = backend_of(parts[0])
+    return ops.asarray(np.concatenate([ops.to_host(p) for p in parts]))
 
 
 class Flow(Module):
@@ -71,6 +88,8 @@ class Flow(Module):
             if not np.issubdtype(x.dtype, np.floating):
                 raise ShapeError(f"{name} must be a float array, got dtype {x.dtype}")
         dtype = self._param_dtype()
+        if not is_device_array(x) and x.dtype.byteorder not in ("=", "|") and x.dtype.newbyteorder("=") == dtype:
+            x = x.astype(dtype)  # the same numbers in the other byte order (a big-endian file, say)
         if np.dtype(x.dtype) != dtype:
             raise ShapeError(
                 f"{name} has dtype {np.dtype(x.dtype).name} but the model is {dtype.name}; "
@@ -108,13 +127,42 @@ class Flow(Module):
             raise InputOutsideDomain(f"{name} contains NaN or inf")
         return get_backend(self.device).asarray(a)
 
+    @contextlib.contextmanager
+    def _evaluating(self):
+        """Evaluation semantics for the duration (restored after): a density or a sample never
+        changes the model nor depends on the rest of the batch (no ActNorm data initialisation,
+        batch norm with its running averages, the residual blocks' exact log-det)."""
+        if not self.training:
+            yield
+            return
+        modes = [(m, m.training) for m in self.modules()]
+        try:
+            for m, _ in modes:
+                m.training = False
+            yield
+        finally:
+            for m, mode in modes:
+                m.training = mode
+
     # -- density ---------------------------------------------------------------------
-    def log_prob(self, x, context=None):
-        """log p(x), shape (N,), on the input's device."""
+    def log_prob(self, x, context=None, chunk_size=None):
+        """log p(x), shape (N,), on the input's device; evaluation semantics whatever the mode.
+
+        ``chunk_size``: evaluate that many rows at a time (bounded scratch memory for large N).
+        """
+        if chunk_size is not None:
+            chunk_size = _positive_int(chunk_size, "chunk_size")
+            if len(x) > chunk_size:
+                parts = [self.log_prob(x[s : s + chunk_size], None if context is None else context[s : s + chunk_size])
+                         for s in range(0, len(x), chunk_size)]
+                return _concat(parts)
         x = self._validate(x)
         context = self._validate_context(context, x.shape[0])
-        z, ld, _ = self.transform.forward(x, context, need_grad=False)
-        lp, _ = self.base.log_prob(z)
+        if x.shape[0] == 0:
+            return get_backend(self.device).zeros((0,), self._param_dtype())
+        with self._evaluating():
+            z, ld, _ = self.transform.forward(x, context, need_grad=False)
+            lp, _ = self.base.log_prob(z)
         backend_of(lp).iadd(lp, ld)
         return lp
 
@@ -141,22 +189,32 @@ class Flow(Module):
     def _rng(self, seed):
         return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
-    def sample(self, n, context=None, seed=None, temperature=1.0):
+    def sample(self, n, context=None, seed=None, temperature=1.0, chunk_size=None):
         """n samples x ~ p, shape (n, *shape), on the model's device.
 
         ``temperature`` T scales the base noise (and so every split prior's standard
         deviation): T < 1 gives smoother, more typical samples (Glow uses 0.7).
+        ``chunk_size``: draw that many at a time from one generator (bounded scratch memory).
         """
-        return self.sample_and_log_prob(n, context, seed, temperature)[0]
+        return self.sample_and_log_prob(n, context, seed, temperature, chunk_size)[0]
 
-    def sample_and_log_prob(self, n, context=None, seed=None, temperature=1.0):
+    def sample_and_log_prob(self, n, context=None, seed=None, temperature=1.0, chunk_size=None):
         """(x, log p(x)) for n fresh samples, in one pass through the sampling direction."""
-        n = int(n)
-        if n < 1:
-            raise ShapeError(f"number of samples must be >= 1, got {n}")
+        n = _positive_int(n, "number of samples", ShapeError)
+        temperature = float(temperature)
+        if not (np.isfinite(temperature) and temperature > 0):
+            raise ConfigError(f"temperature must be a finite number > 0, got {temperature}")
+        if chunk_size is not None and n > _positive_int(chunk_size, "chunk_size"):
+            rng = self._rng(seed)
+            parts = [self.sample_and_log_prob(min(chunk_size, n - s), None if context is None else
+                                              context[s : s + chunk_size], rng, temperature)
+                     for s in range(0, n, chunk_size)]
+            return _concat([p[0] for p in parts]), _concat([p[1] for p in parts])
         context = self._validate_context(context, n)
-        if not float(temperature) > 0:
-            raise ConfigError(f"temperature must be > 0, got {temperature}")
+        with self._evaluating():
+            return self._sample_and_log_prob(n, context, seed, temperature)
+
+    def _sample_and_log_prob(self, n, context, seed, temperature):
         z = self.base.sample(n, self._rng(seed), self._param_dtype(), self.device, temperature=temperature)
         lp, _ = self.base.log_prob(z)
         x, ld, _ = self.transform.inverse(z, context, need_grad=False)

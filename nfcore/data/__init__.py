@@ -1,7 +1,7 @@
 """Data: built-in 2-D densities and loaders for user arrays."""
 
 from .digits import DIGITS_LEVELS, DIGITS_SPLIT, digits_split, load_digit_images, load_digits
-from .loaders import DATASETS, IMAGE_DATASETS, load_array, load_data, load_images, standardization
+from .loaders import DATASETS, IMAGE_DATASETS, load_array, load_data, load_images, open_rows, standardization
 from .toy import (
     BANANA_LOG_Z,
     ENTROPY,
@@ -21,6 +21,7 @@ __all__ = [
     "DATASETS",
     "IMAGE_DATASETS",
     "load_array",
+    "open_rows",
     "load_images",
     "load_data",
     "standardization",

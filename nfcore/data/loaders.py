@@ -7,14 +7,87 @@ import numpy as np
 from ..errors import DataError
 from .toy import TOY_DENSITIES, sample_toy
 
-__all__ = ["DATASETS", "IMAGE_DATASETS", "load_array", "load_images", "load_data", "standardization"]
+__all__ = ["DATASETS", "IMAGE_DATASETS", "load_array", "open_rows", "load_images", "load_data", "standardization"]
 
 
-def load_array(path):
+class NpyRows:
+    """The rows of a 1-D or 2-D ``.npy`` file, read a slice at a time (``rows[a:b]``, float64),
+    never all at once: memory bounded by the slice, whatever the file's size. The header is
+    checked against the file's size before anything is read (a header claiming terabytes in a
+    small file is refused), and the dtype must be real numbers (any byte order)."""
+
+    def __init__(self, path):
+        self.path = path
+        with open(path, "rb") as fh:
+            try:
+                version = np.lib.format.read_magic(fh)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+                else:
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            except ValueError as err:
+                raise DataError(f"{path}: not a readable .npy file ({err})") from err
+            self.offset = fh.tell()
+        dtype = np.dtype(dtype)
+        if dtype.kind not in "fiub":
+            raise DataError(f"{path}: expected real numbers, got dtype {dtype}"
+                            + (" (complex values: pass the real part explicitly)" if dtype.kind == "c" else ""))
+        if len(shape) not in (1, 2):
+            raise DataError(f"{path}: expected a 2-D (N, D) array, got shape {tuple(shape)}")
+        if fortran and len(shape) == 2 and shape[1] > 1:
+            raise DataError(f"{path}: a Fortran-ordered array; save it C-ordered "
+                            "(np.save(path, np.ascontiguousarray(a)))")
+        self.dtype = dtype
+        self.shape = (int(shape[0]), int(shape[1]) if len(shape) == 2 else 1)
+        need = self.offset + self.shape[0] * self.shape[1] * dtype.itemsize
+        size = os.path.getsize(path)
+        if need > size:
+            raise DataError(f"{path}: the header claims shape {tuple(shape)} ({need:,} bytes) but the file has "
+                            f"{size:,} bytes (truncated or forged)")
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, rows):
+        start, stop, step = rows.indices(self.shape[0])
+        if step != 1:
+            raise IndexError("NpyRows reads contiguous row ranges only")
+        count = max(0, stop - start) * self.shape[1]
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset + start * self.shape[1] * self.dtype.itemsize)
+            block = np.fromfile(fh, dtype=self.dtype, count=count)
+        return block.reshape(-1, self.shape[1]).astype(np.float64)
+
+
+class _InMemoryRows:
+    def __init__(self, arr):
+        self.arr, self.shape = arr, arr.shape
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, rows):
+        return self.arr[rows]
+
+
+def open_rows(path):
+    """Rows of a ``.npy`` (read lazily, ``NpyRows``) or ``.csv``/``.txt`` (parsed whole) file for
+    evaluation: any number of rows, zero and one included; ``rows[a:b]`` gives float64 rows.
+    The values are checked chunk by chunk by the caller (NaN/inf)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such file")
+    if os.path.splitext(path)[1].lower() == ".npy":
+        return NpyRows(path)
+    return _InMemoryRows(load_array(path, min_rows=0))
+
+
+def load_array(path, min_rows=2):
     """Read an (N, D) array from ``.npy`` or ``.csv`` (comma separated, optional header row).
 
     Raises ``DataError`` naming the file for a missing file, an unknown extension,
-    non-numeric content, a wrong number of dimensions or NaN/inf values.
+    non-numeric content (complex, object or string arrays), a wrong number of dimensions,
+    fewer than ``min_rows`` rows or NaN/inf values. Any byte order is read.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -22,7 +95,8 @@ def load_array(path):
     ext = os.path.splitext(path)[1].lower()
     try:
         if ext == ".npy":
-            arr = np.load(path, allow_pickle=False)
+            rows = NpyRows(path)  # the header checked against the file's size first
+            arr = rows[0 : len(rows)]
         elif ext in (".csv", ".txt"):
             arr = _read_csv(path)
         else:
@@ -31,14 +105,14 @@ def load_array(path):
         raise
     except (ValueError, OSError) as err:
         raise DataError(f"{path}: could not read it ({err})") from err
-    if not np.issubdtype(arr.dtype, np.number):
-        raise DataError(f"{path}: expected numbers, got dtype {arr.dtype}")
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise DataError(f"{path}: expected real numbers, got dtype {arr.dtype}")
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.ndim != 2:
         raise DataError(f"{path}: expected a 2-D (N, D) array, got shape {arr.shape}")
-    if arr.shape[0] < 2:
-        raise DataError(f"{path}: needs at least 2 rows, got {arr.shape[0]}")
+    if arr.shape[0] < min_rows:
+        raise DataError(f"{path}: needs at least {min_rows} rows, got {arr.shape[0]}")
     arr = np.ascontiguousarray(arr, dtype=np.float64)
     bad = ~np.isfinite(arr)
     if bad.any():
