@@ -173,6 +173,19 @@ def test_non_finite_weights_and_foreign_structure_are_refused(checkpoint, tmp_pa
             nfcore.load(bad)
 
 
+def test_a_pickled_entry_is_refused_from_its_header(checkpoint, tmp_path):
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    bad = tmp_path / "pickled.npz"
+    _rewrite(checkpoint, bad)
+    with zipfile.ZipFile(bad, "a") as z:
+        z.writestr("extra/payload.npy", buf.getvalue())
+    with pytest.raises(CheckpointError, match="dtype object, not numbers"):
+        nfcore.load(bad)
+
+
 def test_an_npy_file_or_garbage_given_as_a_model(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((3, 2)))
     (tmp_path / "g.npz").write_bytes(b"PK\x03\x04" + b"\x00" * 40)
