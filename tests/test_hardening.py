@@ -427,3 +427,34 @@ def test_sample_output_and_bad_counts(model_path, tmp_path, capsys):
     np.testing.assert_allclose(np.load(tmp_path / "s.npy"), np.loadtxt(tmp_path / "s.txt"), rtol=1e-7)
     rc, _, err = _cli(["sample", model_path, "-n", 5, "--output", tmp_path / "s.png"], capsys)
     assert rc == 2 and "image models" in err
+
+
+def test_corrupted_resume_states_and_out_paths(tmp_path):
+    x = sample_toy("moons", 300, 0)
+    nfcore.fit(_small(), x, epochs=2, batch_size=50, out_dir=tmp_path / "run", log=None)
+    last = tmp_path / "run" / "last.npz"
+    with zipfile.ZipFile(last) as z:
+        names = z.namelist()
+        hist = [n for n in names if n.startswith("extra/history/")]
+    no_t = tmp_path / "no_t.npz"
+    with zipfile.ZipFile(last) as zin, zipfile.ZipFile(no_t, "w") as zout:
+        for n in names:
+            if n != "optim/t.npy":
+                zout.writestr(n, zin.read(n))
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.arange(5.0))  # one column longer than the others
+    ragged = tmp_path / "ragged.npz"
+    _rewrite(last, ragged, entries={hist[0]: buf.getvalue()})
+    for bad in (no_t, ragged):
+        with pytest.raises(CheckpointError, match="not a usable resume state"):
+            nfcore.fit(_small(), x, epochs=1, batch_size=50, resume=bad, log=None)
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        nfcore.fit(_small(), x, epochs=1, out_dir=tmp_path / "a_file", log=None)
+    stale = tmp_path / "run" / ".tmp-crashed.npz"
+    stale.write_bytes(b"half")
+    os.utime(stale, (0, 0))  # left by a crash long ago
+    nfcore.fit(_small(), x, epochs=1, batch_size=50, out_dir=tmp_path / "run", log=None)
+    assert not stale.exists()

@@ -10,6 +10,7 @@ import json
 import os
 import struct
 import tempfile
+import time
 import zipfile
 
 import numpy as np
@@ -20,6 +21,24 @@ __all__ = ["save", "load", "load_checkpoint", "FORMAT"]
 
 FORMAT = "nfcore-checkpoint"
 VERSION = 1
+
+
+#: a temporary checkpoint older than this (seconds) was left by a crash (a kill -9 mid-write)
+STALE_SECONDS = 600
+
+
+def _remove_stale_temporaries(folder):
+    """Delete the ``.tmp-*.npz`` files a crashed write left in ``folder`` (those older than
+    ``STALE_SECONDS``: a write in progress elsewhere is younger)."""
+    now = time.time()
+    for name in os.listdir(folder):
+        if name.startswith(".tmp-") and name.endswith(".npz"):
+            full = os.path.join(folder, name)
+            try:
+                if now - os.path.getmtime(full) > STALE_SECONDS:
+                    os.unlink(full)
+            except OSError:
+                pass  # gone already, or not ours to remove
 
 
 def save(path, flow, optimizer=None, meta=None, best_state=None, extra=None):
@@ -42,6 +61,7 @@ def save(path, flow, optimizer=None, meta=None, best_state=None, extra=None):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
+    _remove_stale_temporaries(folder)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -210,14 +210,23 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
     if resume is not None:
         saved, info, sections = load_checkpoint(resume)
         flow.load_state_dict(saved.state_dict())
-        if sections["optim"]:
-            optimizer.load_state_dict(sections["optim"])
         tm = info.get("meta", {})
         hist = {k[len("history/"):]: v for k, v in sections["extra"].items() if k.startswith("history/")}
-        history = History.from_arrays(hist, tm.get("best_epoch", -1), tm.get("best_val", math.inf))
+        try:
+            if sections["optim"]:
+                optimizer.load_state_dict(sections["optim"])
+            lengths = {np.asarray(v).shape for v in hist.values()}
+            if len(lengths) > 1 or (hist and len(next(iter(lengths))) != 1) or (hist and "epoch" not in hist):
+                raise ValueError(f"ragged or malformed history columns {sorted(hist)}")
+            best_epoch, best_val = tm.get("best_epoch", -1), tm.get("best_val", math.inf)
+            if not isinstance(best_epoch, int) or not isinstance(best_val, (int, float)):
+                raise ValueError("best_epoch / best_val are not numbers")
+            history = History.from_arrays(hist, best_epoch, float(best_val))
+            planned = max(planned, int(tm.get("planned_epochs", 0)), len(history.rows) + epochs)
+        except (KeyError, ValueError, TypeError, IndexError) as err:
+            raise CheckpointError(f"{resume}: not a usable resume state ({type(err).__name__}: {err})") from err
         best_state = sections["best"] or None
         start_epoch = len(history.rows)
-        planned = max(planned, int(tm.get("planned_epochs", 0)), start_epoch + epochs)
         if "shuffle_rng" in tm:  # continue the shuffling stream where it stopped
             rng = np.random.default_rng()
             try:
@@ -234,6 +243,8 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
     meta = dict(meta or {})
     t_start = time.perf_counter()
     if out_dir is not None:
+        if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+            raise ConfigError(f"out_dir {out_dir} is a file, not a folder: name a run folder")
         os.makedirs(out_dir, exist_ok=True)
     start = None
     if keep_start and resume is None and dev_val is not None:
