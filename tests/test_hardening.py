@@ -458,3 +458,10 @@ def test_corrupted_resume_states_and_out_paths(tmp_path):
     os.utime(stale, (0, 0))  # left by a crash long ago
     nfcore.fit(_small(), x, epochs=1, batch_size=50, out_dir=tmp_path / "run", log=None)
     assert not stale.exists()
+
+
+@pytest.mark.parametrize("option, value", [("lr", 0.0), ("patience", 0), ("weight_decay", -1.0), ("max_seconds", -1.0),
+                                           ("batch_size", True), ("epochs", 2.5), ("clip_norm", float("inf"))])
+def test_fit_options_outside_their_domain(option, value):
+    with pytest.raises(ConfigError, match=option):
+        nfcore.fit(_small(), sample_toy("moons", 100, 0), log=None, **{"epochs": 1, option: value})

@@ -101,6 +101,26 @@ class History:
         return cls(rows, best_epoch, best_val)
 
 
+def _check_options(**options):
+    """fit's numeric options, each in its domain (the error names the option and the range)."""
+    counts = {"epochs": 1, "batch_size": 1, "patience": 1, "seed": 0}
+    for name, lo in counts.items():
+        value = options[name]
+        if value is None and name == "patience":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+            raise ConfigError(f"{name} must be an integer >= {lo}, got {value!r}")
+    reals = {"lr": (0.0, False), "weight_decay": (0.0, True), "clip_norm": (0.0, False), "max_seconds": (0.0, False)}
+    for name, (lo, closed) in reals.items():
+        value = options[name]
+        if value is None and name in ("clip_norm", "max_seconds"):
+            continue
+        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and \
+            math.isfinite(value) and (value >= lo if closed else value > lo)
+        if not ok:
+            raise ConfigError(f"{name} must be a finite number {'>=' if closed else '>'} {lo:g}, got {value!r}")
+
+
 def _log_prob_batches(flow, x, context, batch_size):
     """log p of ``x`` batch by batch, each (B,) on the input's device, no gradient."""
     for s in range(0, x.shape[0], batch_size):
@@ -174,8 +194,8 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
     checkpoint is written with the bad weights, and ``TrainingDiverged`` names the epoch, the
     step and where the values went non-finite.
     """
-    if epochs < 1 or batch_size < 1:
-        raise ConfigError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+    _check_options(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, clip_norm=clip_norm,
+                   patience=patience, max_seconds=max_seconds, seed=seed)
     if lr_schedule not in ("constant", "cosine"):
         raise ConfigError(f"lr_schedule must be constant or cosine, got {lr_schedule!r}")
     data = _check_data(flow, data, "data")
