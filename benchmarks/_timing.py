@@ -1,8 +1,19 @@
-"""Timing helpers shared by the benchmark scripts (run them as scripts: this folder is on sys.path)."""
+"""Timing helpers shared by the benchmark scripts (run them as scripts: this folder is on sys.path).
 
+Every comparison here follows one protocol: libraries interleaved round by round, a pause
+before each timing so the previous library's spinning thread pools go idle, at least
+``MIN_ROUNDS`` rounds, and the **median** round reported (the best round hides the noise a user
+sees); every library runs with the same number of threads, printed in the table's header.
+"""
+
+import os
+import statistics
 import time
 
-__all__ = ["timeit", "best_of_rounds"]
+__all__ = ["MIN_ROUNDS", "timeit", "median_of_rounds", "equal_threads", "protocol"]
+
+#: fewest rounds behind a reported median (``--quick`` smoke runs excepted)
+MIN_ROUNDS = 5
 
 
 def timeit(fn, min_time):
@@ -17,13 +28,31 @@ def timeit(fn, min_time):
             return dt / n
 
 
-def best_of_rounds(cases, rounds, min_time, method="step", pause=0.2):
-    """{case.name: best seconds per call} of ``getattr(case, method)``, libraries interleaved round by
-    round after a pause that lets the previous library's spinning thread pools go idle (noise on a
-    shared machine only adds time, so the best round is the figure)."""
-    best = {c.name: float("inf") for c in cases}
+def median_of_rounds(cases, rounds, min_time, method="step", pause=0.2):
+    """{case.name: median seconds per call} of ``getattr(case, method)`` over ``rounds`` rounds,
+    the libraries interleaved within each round, each timing after a ``pause``."""
+    times = {c.name: [] for c in cases}
     for _ in range(rounds):
         for c in cases:
             time.sleep(pause)
-            best[c.name] = min(best[c.name], timeit(getattr(c, method), min_time))
-    return best
+            times[c.name].append(timeit(getattr(c, method), min_time))
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def equal_threads():
+    """Give torch (when installed) the thread count nfcore's BLAS uses; returns that count."""
+    import nfcore
+
+    n = nfcore.get_num_threads() or os.cpu_count() or 1
+    try:
+        import torch
+    except ImportError:
+        return n
+    torch.set_num_threads(n)
+    return n
+
+
+def protocol(rounds, threads):
+    """The header line every table prints: how its figures were taken."""
+    return (f"median of {rounds} interleaved rounds, {threads} threads for every library"
+            + ("" if rounds >= MIN_ROUNDS else f" (a smoke run: under {MIN_ROUNDS} rounds)"))

@@ -3,8 +3,8 @@
 The model (both libraries): L=2 scales, K=4 steps per scale (actnorm, LU 1x1 convolution,
 affine coupling with the 3x3 -> 1x1 -> 3x3 ConvNet of width 64), a factor-out split between
 the scales; on random (N, H, W, C) data, 8x8x1 and 16x16x3. A step is zero grads, forward,
-backward and Adam. Libraries are interleaved round by round and each one's best round is
-reported (noise on a shared machine only adds time).
+backward and Adam. Libraries are interleaved round by round and each one's median round is
+reported, every library on nfcore's BLAS thread count (``_timing.py``).
 
 It also prints the convolution FLOPs of a step (forward 2 N H W k^2 C_in C_out per conv,
 training ~3x forward) and the rate they are done at: the distance from the BLAS peak.
@@ -16,7 +16,7 @@ training ~3x forward) and the rate they are done at: the distance from the BLAS 
 import argparse
 
 import numpy as np
-from _timing import best_of_rounds
+from _timing import equal_threads, median_of_rounds, protocol
 
 import nfcore
 
@@ -98,25 +98,27 @@ def main(argv=None):
     if args.quick:
         args.rounds, args.min_time = 2, 0.3
     try:
-        import torch
+        import normflows  # noqa: F401
+        import torch  # noqa: F401
 
-        torch.set_num_threads(nfcore.get_num_threads() or 2)
         peers = [NormflowsCase]
     except ImportError:
         print("torch/normflows not installed: nfcore only (pip install '.[bench]')")
         peers = []
+    threads = equal_threads()
     rows = []
     for shape, batch in CONFIGS:
         cases = [NfcoreCase(shape, batch)] + [p(shape, batch) for p in peers]
         for c in cases:
             c.step()
             c.step()  # warm-up: JIT compile, actnorm init, allocator
-        best = best_of_rounds(cases, args.rounds, args.min_time)
+        med = median_of_rounds(cases, args.rounds, args.min_time)
         flops = 3 * conv_flops(shape, batch)
-        ours = best["nfcore"]
-        peer = best.get("normflows")
+        ours = med["nfcore"]
+        peer = med.get("normflows")
         rows.append((shape, batch, batch / ours, batch / peer if peer else None, peer / ours if peer else None,
                      flops / ours / 1e9, ours * 1e3))
+    print(f"Glow training step, float32 ({protocol(args.rounds, threads)})")
     print("| image | batch | nfcore img/s | normflows img/s | speed-up | nfcore conv GFLOP/s | step ms |")
     print("|---|---|---|---|---|---|---|")
     for shape, batch, ours, peer, ratio, gflops, ms in rows:

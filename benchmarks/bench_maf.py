@@ -4,29 +4,36 @@ MAF with 5 layers of MADE (2 hidden layers, ReLU), orders reversed between layer
 batch 4096 by default. Density (one pass for MAF) and sampling (sequential for MAF: D steps)
 are timed; nfcore's naive sequential pass (D full MADE evaluations) is timed as the
 reference, and nfcore's IAF (sampling in one pass, density sequential) alongside.
-Prints one markdown table of seconds per call (best of rounds).
+Prints one markdown table of seconds per call: the median of interleaved rounds, every
+library on nfcore's BLAS thread count.
 
-    python benchmarks/bench_maf.py [--dims 8 64] [--batch 4096] [--rounds 3]
+    python benchmarks/bench_maf.py [--dims 8 64] [--batch 4096] [--rounds 5]
 """
 
 import argparse
+import statistics
 import sys
 import time
 
 import numpy as np
+from _timing import MIN_ROUNDS, equal_threads, protocol
 
 import nfcore
 
 
-def _best(fn, rounds):
-    fn()  # warm-up (JIT, allocator)
-    best = float("inf")
-    for _ in range(rounds):
-        time.sleep(0.2)  # let other libraries' spinning thread pools go idle
-        t = time.perf_counter()
+def _medians(fns, rounds):
+    """{name: median seconds of one call}: every function warmed up once (JIT, allocator), then
+    called once per round, all of them interleaved round by round after a pause."""
+    for fn in fns.values():
         fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            time.sleep(0.2)  # let other libraries' spinning thread pools go idle
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 def nfcore_cases(d, hidden, batch, flow_name):
@@ -98,18 +105,18 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dims", type=int, nargs="*", default=[8, 64])
     p.add_argument("--batch", type=int, default=4096)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--peer-rounds", type=int, default=1, help="rounds for the (slow) peers' sampling")
+    p.add_argument("--rounds", type=int, default=MIN_ROUNDS)
     args = p.parse_args(argv)
     try:
-        import torch
+        import torch  # noqa: F401
 
-        torch.set_num_threads(2)
         peers = {"zuko": zuko_cases, "nflows": nflows_cases}
     except ImportError:
         print("torch not installed: nfcore only", file=sys.stderr)
         peers = {}
-    print(f"seconds per call, batch {args.batch}, float32, 5 layers of MADE 2 x hidden (best of rounds)")
+    threads = equal_threads()
+    print(f"seconds per call, batch {args.batch}, float32, 5 layers of MADE 2 x hidden "
+          f"({protocol(args.rounds, threads)})")
     head = ["D", "hidden", "op", "nfcore MAF", "nfcore MAF naive", "nfcore IAF", *peers, "MAF vs best peer"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * (6 + len(peers)))
@@ -119,14 +126,14 @@ def main(argv=None):
         iaf = nfcore_cases(d, hidden, args.batch, "iaf")
         peer = {name: make(d, hidden, args.batch) for name, make in peers.items()}
         for op in ("density", "sample"):
-            t_maf = _best(maf[op], args.rounds)
-            t_naive = _best(maf["naive"], 1) if op == "sample" else float("nan")
-            t_iaf = _best(iaf[op], args.rounds if op == "sample" else 1)
-            rounds = args.rounds if op == "density" else args.peer_rounds
-            t_peer = {name: _best(c[op], rounds) for name, c in peer.items()}
-            best = min(t_peer.values()) if t_peer else float("nan")
-            cells = [f"{t_maf:.4f}", f"{t_naive:.4f}", f"{t_iaf:.4f}", *(f"{v:.4f}" for v in t_peer.values())]
-            print(f"| {d} | {hidden} | {op} | " + " | ".join(cells) + f" | {best / t_maf:.1f}x |", flush=True)
+            fns = {"maf": maf[op], "iaf": iaf[op], **{name: c[op] for name, c in peer.items()}}
+            if op == "sample":
+                fns["naive"] = maf["naive"]
+            t = _medians(fns, args.rounds)
+            best = min((t[name] for name in peer), default=float("nan"))
+            cells = [f"{t['maf']:.4f}", f"{t['naive']:.4f}" if "naive" in t else "-", f"{t['iaf']:.4f}",
+                     *(f"{t[name]:.4f}" for name in peer)]
+            print(f"| {d} | {hidden} | {op} | " + " | ".join(cells) + f" | {best / t['maf']:.1f}x |", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,10 @@
 
 For each configuration (D, hidden, batch) it times, after a warm-up (JIT compile excluded):
 a training step (zero grads, forward, backward, Adam), log_prob, and sampling; all float32.
-Libraries are interleaved round by round and each one's best round is reported (noise on
-a shared machine only adds time); each timing starts after a pause that lets the previous library's
-spinning thread pools go idle. Prints one markdown table with samples/s and nfcore's speed-up
-over the fastest peer.
+Libraries are interleaved round by round and each one's median round is reported, every
+library on nfcore's BLAS thread count (``_timing.py``); each timing starts after a pause that
+lets the previous library's spinning thread pools go idle. Prints one markdown table with
+samples/s and nfcore's speed-up over the fastest peer.
 
     pip install '.[bench]'            # torch (CPU), zuko, nflows
     python benchmarks/bench_realnvp.py [--quick] [--rounds R] [--flow maf]
@@ -15,11 +15,12 @@ between layers) on MAF_CONFIGS, and sampling is left out (bench_maf.py times it)
 """
 
 import argparse
+import statistics
 import sys
 import time
 
 import numpy as np
-from _timing import timeit
+from _timing import equal_threads, protocol, timeit
 
 import nfcore
 
@@ -140,9 +141,8 @@ class NflowsCase:
 def peers():
     cases = []
     try:
-        import torch
+        import torch  # noqa: F401 (the peers need it; main() gave it nfcore's thread count)
 
-        torch.set_num_threads(2)
         cases.append(ZukoCase)
         cases.append(NflowsCase)
     except ImportError:
@@ -172,9 +172,8 @@ def run(configs, rounds, min_time, settle=0.3, ops=("train_step", "log_prob", "s
                     # would charge one library for another's idle threads on 2 cores
                     time.sleep(settle)
                     times[c.name].append(timeit(getattr(c, op), min_time))
-            # the best round of each library: this machine's noise only ever adds time (a
-            # neighbour, a busy sibling core), and its slow phases come and go for minutes
-            med = {k: min(v) for k, v in times.items()}
+            # the median round of each library: what a user sees on this machine, noise included
+            med = {k: statistics.median(v) for k, v in times.items()}
             peer = {k: v for k, v in med.items() if k != "nfcore"}
             best = min(peer, key=peer.get) if peer else None
             row = {"D": d, "hidden": hidden, "batch": batch, "op": op}
@@ -208,7 +207,9 @@ def main(argv=None):
     configs = [table[i] for i in args.config] if args.config else table
     ops = ("train_step", "log_prob") if FLOW == "maf" else ("train_step", "log_prob", "sample")
     names = ["nfcore"] + [c.name for c in peers()]
-    print("samples/s (best of interleaved rounds), float32, 2 threads; ratio = fastest peer's time / nfcore's")
+    threads = equal_threads()
+    rounds = 1 if args.quick else args.rounds
+    print(f"samples/s ({protocol(rounds, threads)}), float32; ratio = fastest peer's time / nfcore's")
     print("| D | hidden | batch | op | " + " | ".join(names) + " | nfcore speed-up |")
     print("|" + "---|" * (5 + len(names)))
     print(f"flow: {FLOW}")

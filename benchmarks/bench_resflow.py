@@ -5,7 +5,10 @@ spectrally normalised weights (nfcore c = 0.97 LipSwish; normflows' LipschitzMLP
 LipSwish), the unbiased Russian-roulette log-det (2 exact terms, geometric p = 0.5, one probe)
 with the Neumann-series gradient (normflows: ``reduce_memory=True``), diagonal Gaussian base.
 Random data, D = 2 and 16, batch 256 and 1024. A step is zero grads, forward, backward and
-Adam. Libraries interleaved round by round; best round reported.
+Adam; for normflows also ``nf.utils.update_lipschitz(model, 50)`` after the update, as its own
+residual-flow example does every step (nfcore's step includes its one power iteration per
+layer). Libraries interleaved round by round; the median round reported, every library on
+nfcore's BLAS thread count.
 
     pip install '.[bench]'    # torch (CPU), normflows
     python benchmarks/bench_resflow.py [--quick] [--rounds R]
@@ -14,7 +17,7 @@ Adam. Libraries interleaved round by round; best round reported.
 import argparse
 
 import numpy as np
-from _timing import best_of_rounds
+from _timing import equal_threads, median_of_rounds, protocol
 
 import nfcore
 
@@ -50,6 +53,7 @@ class NormflowsCase:
             net = nf.nets.LipschitzMLP([d, HIDDEN, HIDDEN, d], init_zeros=True, lipschitz_const=0.9)
             flows += [nf.flows.Residual(net, reduce_memory=True), nf.flows.ActNorm(d)]
         self.model = nf.NormalizingFlow(nf.distributions.DiagGaussian(d), flows)
+        self.nf = nf
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-4)
         self.x = torch.from_numpy(np.random.default_rng(0).normal(size=(batch, d)).astype(np.float32))
 
@@ -58,6 +62,7 @@ class NormflowsCase:
         loss = self.model.forward_kld(self.x)
         loss.backward()
         self.opt.step()
+        self.nf.utils.update_lipschitz(self.model, 50)  # as normflows' residual example, every step
 
 
 def main(argv=None):
@@ -69,13 +74,14 @@ def main(argv=None):
     if args.quick:
         args.rounds, args.min_time = 2, 0.3
     try:
-        import torch
+        import normflows  # noqa: F401
+        import torch  # noqa: F401
 
-        torch.set_num_threads(nfcore.get_num_threads() or 2)
         peers = [NormflowsCase]
     except ImportError:
         print("torch/normflows not installed: nfcore only (pip install '.[bench]')")
         peers = []
+    print(f"training step, float32, samples/s ({protocol(args.rounds, equal_threads())})")
     print("| D | batch | nfcore samples/s | normflows samples/s | speed-up | nfcore step ms |")
     print("|---|---|---|---|---|---|")
     for d, batch in CONFIGS:
@@ -83,8 +89,8 @@ def main(argv=None):
         for c in cases:
             c.step()
             c.step()
-        best = best_of_rounds(cases, args.rounds, args.min_time)
-        ours, peer = best["nfcore"], best.get("normflows")
+        med = median_of_rounds(cases, args.rounds, args.min_time)
+        ours, peer = med["nfcore"], med.get("normflows")
         peer_s = f"{batch / peer:.0f}" if peer else "-"
         ratio = f"{peer / ours:.2f}x" if peer else "-"
         print(f"| {d} | {batch} | {batch / ours:.0f} | {peer_s} | {ratio} | {ours * 1e3:.1f} |", flush=True)

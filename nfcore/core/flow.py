@@ -65,6 +65,8 @@ class Flow(Module):
 
     def _after_load(self):
         # walking the module tree costs more than a small layer: do it on (re)load/move only
+        # (a dict, not a list: the module walk would take a list of modules for children)
+        self._module_list = dict.fromkeys(self.modules())
         self._dtype = Module.dtype.fget(self) or np.dtype(np.float64)
         self._device = Module.device.fget(self)
         if self.config is not None and "dtype" in self.config:
@@ -135,13 +137,14 @@ class Flow(Module):
         if not self.training:
             yield
             return
-        modes = [(m, m.training) for m in self.modules()]
+        modules = list(self._module_list)  # walked once (_after_load): a density call stays cheap
+        modes = [m.training for m in modules]
         try:
-            for m, _ in modes:
+            for m in modules:
                 m.training = False
             yield
         finally:
-            for m, mode in modes:
+            for m, mode in zip(modules, modes):
                 m.training = mode
 
     # -- density ---------------------------------------------------------------------
