@@ -53,6 +53,12 @@ def _positive(allow_zero=False):
     return parse
 
 
+def _nonempty(text):
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return text
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="nfcore", description="Normalizing flows with hand-written gradients.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -108,7 +114,7 @@ def build_parser():
     t.add_argument("--seed", type=_at_least(0), default=0)
     t.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     t.add_argument("--threads", type=_at_least(1), default=None, help="BLAS threads (default: all cores)")
-    t.add_argument("--out", default=None, help="run folder (default: runs/<flow>-<data>-<time>)")
+    t.add_argument("--out", default=None, type=_nonempty, help="run folder (default: runs/<flow>-<data>-<time>)")
     t.add_argument("--resume", default=None, help="continue from a run folder's last.npz")
     t.add_argument("--no-plot", action="store_true", help="skip the PNGs even if matplotlib is installed")
 
@@ -306,7 +312,8 @@ def cmd_train(args, out=print):
     for line in scores or []:
         out(line)
     name = os.path.splitext(os.path.basename(str(args.data)))[0]
-    run_dir = args.out or os.path.join("runs", f"{args.flow}-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir = args.out if args.out is not None else os.path.join(
+        "runs", f"{args.flow}-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     out(f"nfcore train: {args.flow} ({args.layers} layers, hidden {config['hidden']}), {flow.num_parameters()} "
         f"parameters, data {args.data} {data.shape}, {args.dtype} on {args.device} -> {run_dir}")
     t0 = time.perf_counter()
@@ -370,7 +377,8 @@ def _train_images(args, out):
         flow.to(args.device)
     dim = int(np.prod(images.shape[1:]))
     name = os.path.splitext(os.path.basename(str(args.data)))[0]
-    run_dir = args.out or os.path.join("runs", f"{args.flow}-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir = args.out if args.out is not None else os.path.join(
+        "runs", f"{args.flow}-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     out(f"nfcore train: {args.flow} ({args.scales} scales x {args.layers} steps, hidden {config['hidden']}), "
         f"{flow.num_parameters()} parameters, images {args.data} {images.shape} with {levels} levels, "
         f"{args.dtype} on {args.device} -> {run_dir}")

@@ -276,6 +276,7 @@ def test_cli_reports_divergence_with_a_nonzero_exit(tmp_path, capsys):
     (["train", "--seed", "-1"], "--seed: must be an integer >= 0"),
     (["train", "--epochs", "two"], "--epochs: expected an integer >= 1, got 'two'"),
     (["train", "--prior-hidden", "0"], "--prior-hidden: must be an integer >= 1"),
+    (["train", "--out", ""], "--out: expected a path, got an empty string"),
     (["train", "--weight-decay", "-1"], "--weight-decay: must be a finite number >= 0"),
     (["sample", "m.npz", "-n", "0"], "-n: must be an integer >= 1"),
     (["sample", "m.npz", "-n", "3", "--temperature", "inf"], "--temperature: must be a finite number > 0"),

@@ -109,7 +109,7 @@ class ResidualBlock(Transform):
         self.act_code = _ACTS[activation]
         self.beta = float(beta)
         self.logdet = logdet
-        self.eval_logdet = eval_logdet or ("exact" if self.dim <= 16 else logdet)
+        self.eval_logdet = eval_logdet if eval_logdet is not None else ("exact" if self.dim <= 16 else logdet)
         self.n_terms = int(n_terms)
         self.n_probes = int(n_probes)
         self.probe = probe
