@@ -165,11 +165,18 @@ class RowWriter:
         if os.path.isdir(self.path):
             raise ConfigError(f"--output {self.path} is a folder; name a file")
         self.shape, self.dtype, self.written = tuple(shape), np.dtype(dtype), 0
+        # text keeps every digit of the values: 9 significant for float32, 17 for float64
+        self.fmt = "%.9g" if self.dtype.itemsize <= 4 else "%.17g"
         fd, self.tmp = tempfile.mkstemp(prefix=".tmp-", suffix=self.ext, dir=folder)
         self.fh = os.fdopen(fd, "wb")
-        if self.ext == ".npy":
-            header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
-            np.lib.format.write_array_header_1_0(self.fh, header)
+        try:
+            if self.ext == ".npy":
+                header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                          "shape": self.shape}
+                np.lib.format.write_array_header_1_0(self.fh, header)
+        except BaseException:
+            self._discard()
+            raise
 
     def write(self, rows):
         rows = np.ascontiguousarray(rows, dtype=self.dtype)
@@ -177,21 +184,35 @@ class RowWriter:
             self.fh.write(rows.tobytes())
         else:
             sep = "," if self.ext == ".csv" else " "
-            np.savetxt(self.fh, rows.reshape(len(rows), -1), delimiter=sep, fmt="%.9g")
+            np.savetxt(self.fh, rows.reshape(len(rows), -1), delimiter=sep, fmt=self.fmt)
         self.written += len(rows)
 
     def __enter__(self):
         return self
 
+    def _discard(self):
+        try:
+            self.fh.close()
+        finally:
+            if os.path.exists(self.tmp):
+                os.unlink(self.tmp)
+
     def __exit__(self, exc_type, exc, tb):
-        self.fh.close()
-        if exc_type is None and self.written == self.shape[0]:
+        if exc_type is not None:
+            self._discard()
+            return False
+        try:
+            if self.written != self.shape[0]:
+                raise ConfigError(f"--output {self.path}: {self.written} of {self.shape[0]} rows were written; "
+                                  "nothing was saved")
+            self.fh.close()
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(self.tmp, 0o666 & ~umask)  # a temporary file is private; the output is not
             os.replace(self.tmp, self.path)
-        else:
-            os.unlink(self.tmp)
+        except BaseException:
+            self._discard()
+            raise
         return False
 
 
@@ -219,12 +240,30 @@ def _fill_defaults(args, **defaults):
             setattr(args, key, value)
 
 
+def _resume_epochs(args, given):
+    """Epochs for a --resume run: what the interrupted run had left of its plan, unless --epochs
+    or --steps says how many more (so a resumed run ends where the uninterrupted one would)."""
+    if args.resume is None or given:
+        return args.epochs
+    from .train.checkpoint import read_info
+
+    meta = read_info(args.resume).get("meta", {})
+    planned, done = meta.get("planned_epochs"), meta.get("epochs_done")
+    if not isinstance(planned, int) or not isinstance(done, int):
+        return args.epochs  # a resume state from before session 6: the epochs given or planned now
+    if planned <= done:
+        raise ConfigError(f"{args.resume}: that run finished its {planned} planned epochs; pass --epochs N to train "
+                          "N more")
+    return planned - done
+
+
 def cmd_train(args, out=print):
     from . import models, tabular
     from .data import ENTROPY, IMAGE_DATASETS, TOY_DENSITIES, load_data, sample_toy, standardization
     from .gmm import em_fit
     from .train import evaluate_nll, fit
 
+    epochs_given = args.epochs is not None or args.steps is not None
     if args.threads is not None:
         from .threads import set_num_threads
 
@@ -237,7 +276,7 @@ def cmd_train(args, out=print):
         )
     if args.flow == "glow" or args.data in IMAGE_DATASETS or args.levels is not None:
         _fill_defaults(args, prior_components=32)
-        return _train_images(args, out)
+        return _train_images(args, out, epochs_given)
     _fill_defaults(args, n_train=_VECTOR_DEFAULTS.get(args.flow, {}).get("n_train", 20_000))
     data = load_data(args.data, n=args.n_train, seed=args.seed)
     if data.ndim != 2:
@@ -317,7 +356,8 @@ def cmd_train(args, out=print):
     out(f"nfcore train: {args.flow} ({args.layers} layers, hidden {config['hidden']}), {flow.num_parameters()} "
         f"parameters, data {args.data} {data.shape}, {args.dtype} on {args.device} -> {run_dir}")
     t0 = time.perf_counter()
-    history = fit(flow, train.astype(args.dtype), val_data=val.astype(args.dtype), epochs=args.epochs,
+    history = fit(flow, train.astype(args.dtype), val_data=val.astype(args.dtype),
+                  epochs=_resume_epochs(args, epochs_given),
                   batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, clip_norm=args.clip_norm,
                   patience=args.patience, seed=args.seed, out_dir=run_dir, resume=args.resume, log=out,
                   lr_schedule="cosine", keep_start=whiten or args.prior == "gmm",
@@ -348,7 +388,7 @@ def _bpd(log_prob, dim):
     return -np.asarray(log_prob, dtype=np.float64) / (dim * np.log(2.0))
 
 
-def _train_images(args, out):
+def _train_images(args, out, epochs_given=False):
     """nfcore train for images: a multi-scale glow/realnvp with Dequantize first; reports bits/dim."""
     from . import models
     from .data import load_digit_images, load_images
@@ -387,7 +427,8 @@ def _train_images(args, out):
     def cast(a):
         return None if a is None else a.astype(args.dtype)
 
-    history = fit(flow, cast(images), val_data=cast(val), epochs=args.epochs, batch_size=args.batch_size,
+    history = fit(flow, cast(images), val_data=cast(val), epochs=_resume_epochs(args, epochs_given),
+                  batch_size=args.batch_size,
                   lr=args.lr, clip_norm=args.clip_norm, patience=args.patience, seed=args.seed,
                   out_dir=run_dir, resume=args.resume, log=out, lr_schedule="cosine",
                   meta={"data": str(args.data), "n_train": int(images.shape[0]), "levels": levels})
@@ -527,7 +568,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except NfcoreError as err:
+    except (NfcoreError, OSError) as err:  # OSError: a folder that cannot be written, a full disk, ...
         print(f"nfcore {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -383,15 +383,20 @@ def estimate_parameters(cfg):
     allocation): checked against ``MAX_PARAMETERS`` before anything is built."""
     d, ctx, layers = cfg["dim"], cfg["context_dim"], cfg["layers"]
 
-    def mlp(widths, taps=1):
-        return sum((a * taps + 1) * b for a, b in zip(widths[:-1], widths[1:]))
+    def mlp(widths, taps=1, inner_taps=None):
+        inner = taps if inner_taps is None else inner_taps
+        last = len(widths) - 2
+        return sum((a * (taps if i in (0, last) else inner) + 1) * b
+                   for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])))
 
     if cfg["shape"] is not None:
         c = cfg["shape"][2]
         total = 0
         for level in range(cfg["scales"]):
-            cs = c * 4 ** (level + 1)  # channels after this scale's squeeze (splits only lower it)
-            total += layers * (mlp([cs, *cfg["hidden"], 2 * cs], taps=9) + cs * cs + 4 * cs)
+            cs = 4 * c * 2**level  # channels after this scale's squeeze; each split keeps half of them
+            # ConvNet: 3x3 first and last convolutions, 1x1 between; 1x1 invertible convolution; actnorm
+            total += layers * (mlp([cs, *cfg["hidden"], 2 * cs], taps=9, inner_taps=1) + cs * cs + 4 * cs)
+            total += mlp([cs // 2, *cfg["hidden"], cs], taps=9, inner_taps=1)  # a split prior's network
     elif cfg["flow"] in ("iresnet", "resflow"):
         total = layers * (mlp([d, *cfg["hidden"], d]) + 2 * d + sum(cfg["hidden"]))
     else:
@@ -417,7 +422,7 @@ def normalize_config(config, allow_large=False):
         raise ConfigError(f"unknown config keys {sorted(map(str, unknown))[:20]}; known: {sorted(DEFAULTS)}")
     cfg = copy.deepcopy(DEFAULTS)
     cfg.update(copy.deepcopy(dict(config)))
-    if cfg["flow"] not in FLOWS:
+    if not isinstance(cfg["flow"], str) or cfg["flow"] not in FLOWS:
         raise ConfigError(f"unknown flow {cfg['flow']!r}; choose one of {sorted(FLOWS)}")
     for key, allowed in _ENUMS.items():
         if cfg[key] not in allowed:

@@ -466,3 +466,89 @@ def test_corrupted_resume_states_and_out_paths(tmp_path):
 def test_fit_options_outside_their_domain(option, value):
     with pytest.raises(ConfigError, match=option):
         nfcore.fit(_small(), sample_toy("moons", 100, 0), log=None, **{"epochs": 1, option: value})
+
+
+def test_data_far_from_the_base_is_not_mistaken_for_divergence():
+    """Unstandardised columns (means 20-60, std 5-20): the untrained flow scores ~600 nats per row;
+    falling from there is training, not an explosion."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(600, 2)) * [5.0, 20.0] + [20.0, 60.0]
+    flow = _small()
+    h = nfcore.fit(flow, x, epochs=6, batch_size=50, lr=1e-2, log=None)
+    assert h.rows[0]["val_nll"] > 100 and h.best_val < h.rows[0]["val_nll"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_resume_is_bit_exact_with_keep_start_and_patience(tmp_path, dtype):
+    """The tabular path: whitened start kept unless beaten, early stopping; interrupted in epoch 3."""
+    from nfcore import tabular
+
+    x = sample_toy("8gaussians", 300, 1).astype(dtype)
+
+    def model():
+        m = nfcore.build({"flow": "realnvp", "dim": 2, "layers": 2, "hidden": [8], "whiten": True, "dtype": dtype})
+        tabular.initialize(m, x)
+        return m
+
+    kw = dict(epochs=6, batch_size=32, lr=5e-3, lr_schedule="cosine", patience=2, keep_start=True, seed=1)
+    straight = model()
+    h1 = nfcore.fit(straight, x, out_dir=tmp_path / "a", log=None, **kw)
+
+    def stop_in_epoch_3(line):
+        if line.startswith("epoch    3"):
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        nfcore.fit(model(), x, out_dir=tmp_path / "b", log=stop_in_epoch_3, **kw)
+    resumed = model()
+    h2 = nfcore.fit(resumed, x, out_dir=tmp_path / "b", resume=tmp_path / "b" / "last.npz", log=None,
+                    **dict(kw, epochs=4))
+    assert [r["val_nll"] for r in h2.rows] == [r["val_nll"] for r in h1.rows]
+    assert (h2.best_epoch, h2.best_val, h2.stopped_early) == (h1.best_epoch, h1.best_val, h1.stopped_early)
+    for k, v in straight.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[k], v, err_msg=k)
+
+
+def test_cli_resume_continues_the_plan(tmp_path, capsys):
+    run = tmp_path / "run"
+    base = ["train", "--n-train", "600", "--layers", "1", "--hidden", "4", "--out", run, "--no-plot"]
+    assert _cli([*base, "--epochs", "2"], capsys)[0] == 0
+    rc, _, err = _cli([*base, "--resume", run / "last.npz"], capsys)
+    assert rc == 2 and "finished its 2 planned epochs" in err
+    rc, out, _ = _cli([*base, "--resume", run / "last.npz", "--epochs", "1"], capsys)
+    assert rc == 0 and "epoch    3" in out
+
+
+def test_more_forged_checkpoints(checkpoint, tmp_path):
+    import io
+
+    compressed = tmp_path / "deflated.npz"
+    with zipfile.ZipFile(checkpoint) as zin, zipfile.ZipFile(compressed, "w", zipfile.ZIP_DEFLATED) as zout:
+        for n in zin.namelist():
+            zout.writestr(n, zin.read(n))
+    with pytest.raises(CheckpointError, match="compressed"):
+        nfcore.load(compressed)
+    bad = tmp_path / "flow_list.npz"
+    _rewrite(checkpoint, bad, edit_meta=lambda i: i["config"].update(flow=[]))
+    with pytest.raises(CheckpointError, match="unknown flow"):
+        nfcore.load(bad)
+    maf = tmp_path / "maf.npz"
+    nfcore.save(maf, nfcore.build({"flow": "maf", "dim": 3, "layers": 1, "hidden": [4]}))
+    state = nfcore.load(maf).state_dict()
+    key = next(k for k in state if k.endswith("layers.0.mask"))
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.ones_like(state[key]))  # a dense mask: no longer autoregressive
+    forged = tmp_path / "forged_mask.npz"
+    _rewrite(maf, forged, entries={f"model/{key}.npy": buf.getvalue()})
+    with pytest.raises(CheckpointError, match="differs from the structure"):
+        nfcore.load(forged)
+
+
+def test_a_negative_npy_shape_is_refused(model_path, tmp_path, capsys):
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": (-3, 2)})
+    (tmp_path / "neg.npy").write_bytes(buf.getvalue())
+    rc, _, err = _cli(["logprob", model_path, tmp_path / "neg.npy"], capsys)
+    assert rc == 2 and "negative size" in err

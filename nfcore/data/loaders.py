@@ -32,6 +32,8 @@ class NpyRows:
         if dtype.kind not in "fiub":
             raise DataError(f"{path}: expected real numbers, got dtype {dtype}"
                             + (" (complex values: pass the real part explicitly)" if dtype.kind == "c" else ""))
+        if any(int(v) < 0 for v in shape):
+            raise DataError(f"{path}: a negative size in the header's shape {tuple(shape)}")
         if len(shape) not in (1, 2):
             raise DataError(f"{path}: expected a 2-D (N, D) array, got shape {tuple(shape)}")
         if fortran and len(shape) == 2 and shape[1] > 1:

@@ -12,12 +12,13 @@ import struct
 import tempfile
 import time
 import zipfile
+import zlib
 
 import numpy as np
 
 from ..errors import CheckpointError, ConfigError, NfcoreError
 
-__all__ = ["save", "load", "load_checkpoint", "FORMAT"]
+__all__ = ["save", "load", "load_checkpoint", "read_info", "FORMAT"]
 
 FORMAT = "nfcore-checkpoint"
 VERSION = 1
@@ -77,15 +78,17 @@ def save(path, flow, optimizer=None, meta=None, best_state=None, extra=None):
 
 #: the JSON metadata entry is small; a larger one is refused before it is read
 MAX_META_BYTES = 1 << 20
-#: an entry outside model/ and best/ may hold at most this many elements (optimiser buffers hold
-#: as many as the model has parameters; history columns one per epoch)
+#: an entry outside model/ and best/ may hold at most this many elements, or as many as the
+#: model has (optimiser buffers and keep_start's copy of the start hold one per parameter;
+#: history columns one per epoch)
 MAX_EXTRA_ELEMENTS = 10_000_000
 
 
 #: what reading a damaged archive can raise (zipfile's own errors, unsupported fields it reads
 #: as such, short reads, bad headers); all become CheckpointError
 CORRUPT = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, EOFError, ValueError,
-           struct.error, UnicodeDecodeError, KeyError, OverflowError)
+           struct.error, UnicodeDecodeError, KeyError, OverflowError, RuntimeError, RecursionError, zlib.error,
+           TypeError)
 
 
 def _entry_header(zf, name):
@@ -141,6 +144,10 @@ def _read_arrays(path, zf, expected):
     must have the model's names, shapes and a float dtype and be finite; the rest are numeric
     and bounded in size."""
     arrays = {}
+    limit = max(MAX_EXTRA_ELEMENTS, sum(int(v.size) for v in expected.values()))
+    for info in zf.infolist():
+        if info.compress_type != zipfile.ZIP_STORED:  # np.savez stores: what is read is what the file holds
+            raise CheckpointError(f"{path}: entry {info.filename!r} is compressed; nfcore writes stored entries")
     for name in zf.namelist():
         if name == "__meta__.npy":
             continue
@@ -162,7 +169,7 @@ def _read_arrays(path, zf, expected):
             if shape != want.shape or (dtype.kind == "f") != (want.dtype.kind == "f"):
                 raise CheckpointError(f"{path}: {key} has shape {shape} and dtype {dtype}; the model's config "
                                       f"expects shape {want.shape} and dtype {want.dtype}")
-        elif int(np.prod(shape, dtype=np.float64)) > MAX_EXTRA_ELEMENTS:
+        elif int(np.prod(shape, dtype=np.float64)) > limit:
             raise CheckpointError(f"{path}: entry {name!r} claims shape {shape}: too large")
         try:
             value = _entry(zf, name)
@@ -180,7 +187,8 @@ def _read_arrays(path, zf, expected):
 def _check_value(path, key, value, built):
     """Weights finite; integer buffers (masks, permutations, MADE degrees: index data the kernels
     trust) equal to those the config builds, the ActNorm ``initialized`` flags 0 or 1."""
-    if built.dtype.kind == "f":
+    structural = key.rsplit(".", 1)[-1] in ("mask", "perm", "input_degrees")
+    if built.dtype.kind == "f" and not structural:
         if not np.all(np.isfinite(value)):
             raise CheckpointError(f"{path}: {key} holds NaN or inf values (a diverged run's weights?)")
     elif key.endswith("initialized"):
@@ -189,6 +197,19 @@ def _check_value(path, key, value, built):
     elif not np.array_equal(value, built):
         raise CheckpointError(f"{path}: {key} differs from the structure its config builds (a mask, permutation or "
                               "degree vector is fixed by the config and seed)")
+
+
+def read_info(path):
+    """The checkpoint's metadata (format, config, meta) alone, checked, without building the model."""
+    path = os.fspath(path)
+    try:
+        path, zf = _open(path)
+        with zf:
+            return _read_info(path, zf)
+    except NfcoreError:
+        raise
+    except CORRUPT as err:
+        raise CheckpointError(f"{path}: corrupt checkpoint ({type(err).__name__}: {err})") from err
 
 
 def _section(arrays, prefix):

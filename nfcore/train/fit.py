@@ -23,18 +23,12 @@ class TrainingDiverged(NfcoreError):
     weight."""
 
 
-def _gaussian_nll(data):
-    """NLL (nats per row) of the training rows under their own diagonal Gaussian: a level any
-    flow beats after a few steps, the yardstick for an exploded one."""
-    var = np.maximum(np.var(data.reshape(data.shape[0], -1).astype(np.float64), axis=0), 1e-12)
-    return float(0.5 * np.sum(np.log(2 * np.pi * np.e * var)))
-
-
-def _exploded(val, best, reference):
-    """The validation NLL (nats per row) is far above both its best and the data's own diagonal
-    Gaussian: divergence, not training (a run at lr 10 reached 1.5e25)."""
-    base = min(best, reference)
-    return val - base > max(100.0, 10.0 * abs(base))
+def _exploded(val, best, start):
+    """The validation NLL (nats per row) is far above both its best and the untrained flow's:
+    divergence, not training (a run at lr 10 reached 1.5e25). Relative to the start, so data far
+    from the base (unstandardised, NLL 630 at the start) is not mistaken for an explosion."""
+    base = min(v for v in (best, start, math.inf) if not math.isnan(v))
+    return math.isfinite(base) and val - base > max(100.0, 10.0 * abs(base))
 
 
 def _finite(a):
@@ -189,8 +183,8 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
 
     Divergence: a non-finite loss or gradient stops training before the step is applied; a
     non-finite weight or validation NLL at the end of an epoch, or a validation NLL exploded far
-    above its best and the data's diagonal Gaussian (``_exploded``), stops it too. The flow is
-    rolled back to its last finite state (the start of the epoch, or the best weights), no
+    above its best and the untrained flow's (``_exploded``), stops it too. The flow is
+    rolled back to its last finite state (the start of the epoch), no
     checkpoint is written with the bad weights, and ``TrainingDiverged`` names the epoch, the
     step and where the values went non-finite.
     """
@@ -243,7 +237,7 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
                 raise ValueError("best_epoch / best_val are not numbers")
             history = History.from_arrays(hist, best_epoch, float(best_val))
             planned = max(planned, int(tm.get("planned_epochs", 0)), len(history.rows) + epochs)
-        except (KeyError, ValueError, TypeError, IndexError) as err:
+        except (KeyError, ValueError, TypeError, IndexError, OverflowError) as err:
             raise CheckpointError(f"{resume}: not a usable resume state ({type(err).__name__}: {err})") from err
         best_state = sections["best"] or None
         start_epoch = len(history.rows)
@@ -251,7 +245,7 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
             rng = np.random.default_rng()
             try:
                 rng.bit_generator.state = tm["shuffle_rng"]
-            except (TypeError, ValueError, KeyError) as err:
+            except (TypeError, ValueError, KeyError, OverflowError) as err:
                 raise CheckpointError(f"{resume}: the saved shuffling state is not valid ({err})") from err
         else:  # a resume state from before session 6
             rng = np.random.default_rng([seed, start_epoch])
@@ -259,7 +253,7 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
             flow.set_generator_states(tm["generators"])
     dev_val = None if val_data is None else ops.asarray(val_data)
     dev_val_ctx = None if val_context is None else ops.asarray(val_context)
-    since_best = 0 if history.best_epoch < 0 else start_epoch - 1 - history.best_epoch
+    since_best = start_epoch - 1 - history.best_epoch  # epochs since the best (best_epoch -1: the start)
     meta = dict(meta or {})
     t_start = time.perf_counter()
     if out_dir is not None:
@@ -267,7 +261,11 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
             raise ConfigError(f"out_dir {out_dir} is a file, not a folder: name a run folder")
         os.makedirs(out_dir, exist_ok=True)
     start = None
-    if keep_start and resume is None and dev_val is not None:
+    if keep_start and resume is not None and "start/lp" in sections["extra"]:
+        extra = sections["extra"]
+        start = ({k[len("start/model/"):]: v for k, v in extra.items() if k.startswith("start/model/")},
+                 np.asarray(extra["start/lp"], dtype=np.float64))
+    elif keep_start and resume is None and dev_val is not None:
         flow.eval()
         start = (flow.state_dict(), _row_log_probs(flow, dev_val, dev_val_ctx))
         history.best_val = -float(np.mean(start[1]))
@@ -278,19 +276,40 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
             save(os.path.join(out_dir, "model.npz"), flow, None,
                  dict(meta, best_epoch=-1, best_val=history.best_val, epochs_done=0, lr=lr, batch_size=batch_size))
 
-    reference = _gaussian_nll(data)
+    if resume is not None:
+        start_nll = float(tm.get("start_nll", math.nan)) if isinstance(tm.get("start_nll"), (int, float)) else math.nan
+    elif start is not None:  # the untrained flow's level: what an explosion is measured against
+        start_nll = -float(np.mean(start[1]))
+    else:
+        flow.eval()
+        try:
+            start_nll = (evaluate_nll(flow, dev_val, dev_val_ctx) if dev_val is not None else
+                         evaluate_nll(flow, ops.asarray(data[:4096]),
+                                      None if context is None else ops.asarray(context[:4096])))
+        except NfcoreError:  # an untrained flow that cannot score the data: only the best counts
+            start_nll = math.nan
     steps_per_epoch = n // batch_size
     total_steps = planned * steps_per_epoch
     step_index = start_epoch * steps_per_epoch
-    saved_epoch = start_epoch if resume is not None else None  # the epoch last.npz holds
+    # where the last finite resume state is: the file resumed from, then each last.npz written
+    last_good = (os.fspath(resume), start_epoch) if resume is not None else None
 
     def diverged(what, epoch, step, where):
-        last = (f"the last good state (epoch {saved_epoch}) is in {os.path.join(out_dir, 'last.npz')}"
-                if out_dir is not None and saved_epoch else "no resume state was written")
+        last = (f"the last resume state (epoch {last_good[1]}) is {last_good[0]}" if last_good
+                else "no resume state was written")
         return TrainingDiverged(
             f"training diverged at epoch {epoch + 1}" + (f", step {step}" if step else "") + f": {what}"
-            + (f", first in {where}" if where else "") + f"; the model is back at its last finite state and {last}. "
-            f"Lower the learning rate (now {lr:g}) or clip the gradient norm (clip_norm, --clip-norm)")
+            + (f", first in {where}" if where else "") + f"; the model is back at the start of epoch {epoch + 1} "
+            f"(its last finite state) and {last}. Lower the learning rate (now {lr:g}) or clip the gradient norm "
+            "(clip_norm, --clip-norm)")
+
+    def roll_back(xb=None, cb=None):
+        """Where it went non-finite (a forward pass of the batch), then back to the epoch's start."""
+        try:
+            return _first_nonfinite(flow, xb, cb) if xb is not None else None
+        finally:
+            _restore(flow, optimizer, good)
+            flow.eval()
 
     for epoch in range(start_epoch, start_epoch + epochs):
         t0 = time.perf_counter()
@@ -309,13 +328,9 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
             optimizer.zero_grad()
             loss = flow.loss_and_grad(xb, cb)
             if not math.isfinite(loss):
-                where = _first_nonfinite(flow, xb, cb)
-                _restore(flow, optimizer, good)
-                raise diverged(f"the training loss became {loss}", epoch, steps + 1, where)
+                raise diverged(f"the training loss became {loss}", epoch, steps + 1, roll_back(xb, cb))
             if not math.isfinite(optimizer.step()):  # a NaN/inf gradient: Adam skipped the update
-                where = _first_nonfinite(flow, xb, cb)
-                _restore(flow, optimizer, good)
-                raise diverged("the gradient became non-finite", epoch, steps + 1, where)
+                raise diverged("the gradient became non-finite", epoch, steps + 1, roll_back(xb, cb))
             total += loss
             steps += 1
         seconds = time.perf_counter() - t0
@@ -323,18 +338,15 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
         flow.eval()  # batch norm: validation with the running averages
         bad = [name for name, p in flow.named_parameters() if not _finite(p.data)]
         if bad:
-            _restore(flow, optimizer, good)
+            roll_back()
             raise diverged(f"weights became non-finite ({', '.join(bad[:3])})", epoch, None, None)
         val_nll = evaluate_nll(flow, dev_val, dev_val_ctx) if dev_val is not None else train_nll
-        if not math.isfinite(val_nll) or _exploded(val_nll, history.best_val, reference):
+        if not math.isfinite(val_nll) or _exploded(val_nll, history.best_val, start_nll):
             kind = "non-finite" if not math.isfinite(val_nll) else "exploded"
-            _restore(flow, optimizer, good)
-            if best_state is not None:
-                flow.load_state_dict(best_state)
-            flow.eval()
+            roll_back()
             best = f"best {history.best_val:.4g}, " if math.isfinite(history.best_val) else ""
-            raise diverged(f"the validation NLL {kind} ({val_nll:.4g}; {best}the data's diagonal Gaussian: "
-                           f"{reference:.4g})", epoch, None, None)
+            raise diverged(f"the validation NLL {kind} ({val_nll:.4g}; {best}untrained {start_nll:.4g})", epoch,
+                           None, None)
         history.append(epoch=epoch + 1, train_nll=train_nll, val_nll=val_nll,
                        samples_per_s=steps * batch_size / max(seconds, 1e-12), seconds=seconds)
         improved = val_nll < history.best_val
@@ -354,9 +366,11 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
                            epochs_done=epoch + 1, lr=lr, batch_size=batch_size)
             hist = {f"history/{k}": v for k, v in history.to_arrays().items()}
             resume_state = dict(summary, planned_epochs=planned, shuffle_rng=rng.bit_generator.state,
-                                generators=flow.generator_states())
+                                generators=flow.generator_states(), start_nll=start_nll)
+            if start is not None:  # keep_start's candidate travels with the resume state
+                hist.update({f"start/model/{k}": v for k, v in start[0].items()}, **{"start/lp": start[1]})
             save(os.path.join(out_dir, "last.npz"), flow, optimizer, resume_state, best_state, hist)
-            saved_epoch = epoch + 1
+            last_good = (os.path.join(out_dir, "last.npz"), epoch + 1)
             if improved:
                 save(os.path.join(out_dir, "model.npz"), flow, None, summary)
             history.write_csv(os.path.join(out_dir, "history.csv"))
