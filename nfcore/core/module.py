@@ -135,7 +135,7 @@ class Module:
         for g, state in zip(gens, states):
             try:
                 g.bit_generator.state = state
-            except (TypeError, ValueError, KeyError) as err:
+            except (TypeError, ValueError, KeyError, OverflowError) as err:
                 raise CheckpointError(f"a generator state in the resume state is not valid ({err})") from err
 
     def state_dict(self):

@@ -178,9 +178,11 @@ def _read_arrays(path, zf, expected):
         if section in ("model", "best"):
             _check_value(path, key, value, expected[param])
         arrays[key] = value
-    missing = sorted(set(expected) - {k[len("model/"):] for k in arrays if k.startswith("model/")})
-    if missing:
-        raise CheckpointError(f"{path}: parameters missing: {missing[:10]}")
+    for section in ("model", "best"):
+        have = {k[len(section) + 1 :] for k in arrays if k.startswith(section + "/")}
+        missing = sorted(set(expected) - have)
+        if missing and (section == "model" or have):  # best/ is all or nothing
+            raise CheckpointError(f"{path}: {section} entries missing: {missing[:10]}")
     return arrays
 
 
