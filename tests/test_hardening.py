@@ -552,3 +552,23 @@ def test_a_negative_npy_shape_is_refused(model_path, tmp_path, capsys):
     (tmp_path / "neg.npy").write_bytes(buf.getvalue())
     rc, _, err = _cli(["logprob", model_path, tmp_path / "neg.npy"], capsys)
     assert rc == 2 and "negative size" in err
+
+
+def test_an_exploding_validation_nll_with_a_falling_training_nll_is_an_early_stop(monkeypatch):
+    """Overfitting on a small table (wine: validation 22 -> 368 nats while training fell) stops early
+    with the best weights, and is not reported as divergence."""
+    import sys
+
+    fit_module = sys.modules["nfcore.train.fit"]  # (nfcore.train.fit the attribute is the function)
+    real = fit_module.evaluate_nll
+    calls = []
+
+    def overfitting(flow, x, context=None, *a, **k):
+        calls.append(1)
+        value = real(flow, x, context, *a, **k)
+        return value + (1e4 if len(calls) >= 4 else 0.0)  # calls: the start, epochs 1, 2, then 3 explodes
+
+    monkeypatch.setattr(fit_module, "evaluate_nll", overfitting)
+    flow = _small()
+    h = nfcore.fit(flow, sample_toy("moons", 600, 0), epochs=10, batch_size=50, log=None)
+    assert h.stopped_early and len(h.rows) == 3 and h.best_epoch in (0, 1)

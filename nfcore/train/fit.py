@@ -182,8 +182,9 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
     is in evaluation mode (``flow.eval()``: batch-norm layers use their running averages).
 
     Divergence: a non-finite loss or gradient stops training before the step is applied; a
-    non-finite weight or validation NLL at the end of an epoch, or a validation NLL exploded far
-    above its best and the untrained flow's (``_exploded``), stops it too. The flow is
+    non-finite weight or validation NLL at the end of an epoch, or a training NLL exploded far
+    above its best and the untrained flow's (``_exploded``), stops it too. (A validation NLL that
+    explodes while the training NLL falls is overfitting: an early stop, not an error.) The flow is
     rolled back to its last finite state (the start of the epoch), no
     checkpoint is written with the bad weights, and ``TrainingDiverged`` names the epoch, the
     step and where the values went non-finite.
@@ -288,6 +289,7 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
                                       None if context is None else ops.asarray(context[:4096])))
         except NfcoreError:  # an untrained flow that cannot score the data: only the best counts
             start_nll = math.nan
+    best_train = math.inf  # the lowest training NLL of an epoch (in this call)
     steps_per_epoch = n // batch_size
     total_steps = planned * steps_per_epoch
     step_index = start_epoch * steps_per_epoch
@@ -341,12 +343,16 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
             roll_back()
             raise diverged(f"weights became non-finite ({', '.join(bad[:3])})", epoch, None, None)
         val_nll = evaluate_nll(flow, dev_val, dev_val_ctx) if dev_val is not None else train_nll
-        if not math.isfinite(val_nll) or _exploded(val_nll, history.best_val, start_nll):
-            kind = "non-finite" if not math.isfinite(val_nll) else "exploded"
+        if not math.isfinite(val_nll) or _exploded(train_nll, best_train, start_nll):
+            kind = "validation NLL became non-finite" if not math.isfinite(val_nll) else "training NLL exploded"
             roll_back()
-            best = f"best {history.best_val:.4g}, " if math.isfinite(history.best_val) else ""
-            raise diverged(f"the validation NLL {kind} ({val_nll:.4g}; {best}untrained {start_nll:.4g})", epoch,
-                           None, None)
+            best = f"best {best_train:.4g}, " if math.isfinite(best_train) else ""
+            raise diverged(f"the {kind} (train {train_nll:.4g}: {best}untrained {start_nll:.4g}; validation "
+                           f"{val_nll:.4g})", epoch, None, None)
+        best_train = min(best_train, train_nll)
+        # the validation NLL exploding while the training NLL falls is overfitting, not divergence: stop
+        # early (the best weights are restored below)
+        overfit = _exploded(val_nll, history.best_val, start_nll)
         history.append(epoch=epoch + 1, train_nll=train_nll, val_nll=val_nll,
                        samples_per_s=steps * batch_size / max(seconds, 1e-12), seconds=seconds)
         improved = val_nll < history.best_val
@@ -359,7 +365,7 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
         if log is not None:
             log(f"epoch {epoch + 1:4d}  train NLL {train_nll:8.4f}  val NLL {val_nll:8.4f}"
                 f"{' *' if improved else '  '}  {steps * batch_size / max(seconds, 1e-12):9.0f} samples/s")
-        stop = patience is not None and since_best >= patience
+        stop = (patience is not None and since_best >= patience) or overfit
         out_of_time = max_seconds is not None and time.perf_counter() - t_start >= max_seconds
         if out_dir is not None:
             summary = dict(meta, best_epoch=history.best_epoch, best_val=history.best_val,
@@ -376,7 +382,10 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
             history.write_csv(os.path.join(out_dir, "history.csv"))
         if stop:
             history.stopped_early = True
-            if log is not None:
+            if log is not None and overfit:
+                log(f"early stop: the validation NLL exploded ({val_nll:.4g}) while the training NLL fell "
+                    f"({train_nll:.4g}): overfitting (best {history.best_val:.4f} at epoch {history.best_epoch + 1})")
+            elif log is not None:
                 log(f"early stop: no better validation NLL for {patience} epochs (best {history.best_val:.4f} "
                     f"at epoch {history.best_epoch + 1})")
             break
