@@ -136,6 +136,11 @@ def build_parser():
 
     i = sub.add_parser("info", help="architecture, parameter count and training summary of a checkpoint")
     i.add_argument("model")
+    for command in (t, lp, s, i):
+        command.add_argument("--allow-large", action="store_true",
+                             help="build a model of more than nfcore.models.MAX_PARAMETERS (1e8) parameters "
+                                  "(refused by default: a config, a checkpoint's too, cannot make nfcore allocate "
+                                  "without being asked)")
     return p
 
 
@@ -319,7 +324,7 @@ def cmd_train(args, out=print):
     }
     if data.shape[1] > 2 and args.flow in ("realnvp", "nice"):
         config["permute"] = "random"
-    flow = models.build(config)
+    flow = models.build(config, allow_large=args.allow_large)
     rows = data.astype(args.dtype)
     if whiten:
         tabular.initialize(flow, rows)
@@ -332,7 +337,7 @@ def cmd_train(args, out=print):
             config.update(base="gmm", prior_components=args.prior_components,
                           mixture_covariance=args.mixture_covariance)
             start = flow.transform.state_dict()
-            flow = models.build(config)
+            flow = models.build(config, allow_large=args.allow_large)
             flow.transform.load_state_dict(start)
             flow.base.set_mixture(*mixture)
     elif args.prior == "gmm":
@@ -412,7 +417,7 @@ def _train_images(args, out, epochs_given=False):
         "base": "diag" if args.prior == "auto" else args.prior,
         "prior_components": args.prior_components, "prior_hidden": [args.prior_hidden] * 2,
     }
-    flow = models.build(config)
+    flow = models.build(config, allow_large=args.allow_large)
     if args.device != "cpu":
         flow.to(args.device)
     dim = int(np.prod(images.shape[1:]))
@@ -460,7 +465,7 @@ def cmd_logprob(args, out=print):
     from .errors import DataError
     from .train import load
 
-    flow = load(args.model)
+    flow = load(args.model, allow_large=args.allow_large)
     shape, levels = _image_config(flow)
     if shape is not None:
         from .data import load_images
@@ -509,7 +514,7 @@ def cmd_sample(args, out=print):
     from .errors import DataError
     from .train import load
 
-    flow = load(args.model)
+    flow = load(args.model, allow_large=args.allow_large)
     shape, levels = _image_config(flow)
     rng = np.random.default_rng(args.seed)
     if args.output and args.output.lower().endswith(".png"):
@@ -546,7 +551,7 @@ def cmd_sample(args, out=print):
 def cmd_info(args, out=print):
     from .train import load_checkpoint
 
-    flow, info, _ = load_checkpoint(args.model)
+    flow, info, _ = load_checkpoint(args.model, allow_large=args.allow_large)
     cfg = info["config"]
     out(f"model: {args.model}")
     out(f"flow: {cfg['flow']}, dim {cfg['dim']}, {cfg['layers']} layers, hidden {cfg['hidden']}, "

@@ -479,7 +479,8 @@ def normalize_config(config, allow_large=False):
     size = estimate_parameters(cfg)
     if size > MAX_PARAMETERS and not allow_large:
         raise ConfigError(f"this config asks for about {size:,} parameters, more than nfcore builds without being "
-                          f"asked ({MAX_PARAMETERS:,}); pass allow_large=True (build, load) if it is meant")
+                          f"asked ({MAX_PARAMETERS:,}); pass allow_large=True (build, load; --allow-large on the "
+                          "command line) if it is meant")
     return cfg
 
 

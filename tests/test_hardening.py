@@ -70,6 +70,16 @@ def test_a_big_model_can_be_asked_for():
         nfcore.models.MAX_PARAMETERS = old
 
 
+def test_the_cli_can_ask_for_a_big_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(nfcore.models, "MAX_PARAMETERS", 10)
+    path = tmp_path / "m.npz"
+    nfcore.save(path, nfcore.build({"dim": 2, "layers": 2, "hidden": [8]}, allow_large=True))
+    rc, _, err = _cli(["info", path], capsys)
+    assert rc == 2 and "--allow-large on the command line" in err
+    rc, out, _ = _cli(["info", path, "--allow-large"], capsys)
+    assert rc == 0 and "parameters:" in out
+
+
 def test_the_estimate_bounds_every_family():
     cfgs = [
         {"flow": "realnvp", "dim": 5, "hidden": [16, 16], "context_dim": 2},

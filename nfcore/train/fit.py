@@ -223,7 +223,10 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
     start_epoch = 0
     planned = epochs
     if resume is not None:
-        saved, info, sections = load_checkpoint(resume)
+        from ..models import MAX_PARAMETERS
+
+        # a model the caller built large on purpose may resume a state of its size
+        saved, info, sections = load_checkpoint(resume, allow_large=flow.num_parameters() > MAX_PARAMETERS)
         flow.load_state_dict(saved.state_dict())
         tm = info.get("meta", {})
         hist = {k[len("history/"):]: v for k, v in sections["extra"].items() if k.startswith("history/")}
