@@ -214,7 +214,16 @@ class _Autoregressive(Transform):
                                MODE_EXPAND if expand else MODE_CONTRACT)
 
     def backward(self, dout, dlogabsdet, cache):
-        """VJP of the one-pass direction: the element-wise map's, then MADE's into the input."""
+        """VJP of the one-pass direction, with g = dL/d(out), c = dL/dlog|det| and alpha = B tanh(r / B):
+
+        MAF density u = (x - mu) e^-alpha, log|det| = -sum alpha:
+            direct dL/dx = g e^-alpha,  dL/dmu = -g e^-alpha,  dL/dalpha = -g u - c;
+        IAF sampling x = z e^alpha + mu, log|det| = sum alpha:
+            direct dL/dz = g e^alpha,  dL/dmu = g,  dL/dalpha = g z e^alpha + c;
+        then dL/dr = dL/dalpha (1 - (alpha / B)^2), and MADE's backward adds its input VJP
+        J_(mu, r)(in)^T [dL/dmu, dL/dr] (masked, so only earlier variables receive it) to the
+        direct term and accumulates its weight and bias gradients.
+        """
         self._require_cache(cache, type(self).__name__)
         if isinstance(cache, _NoGradient):
             raise GradientNotAvailable(cache.reason)

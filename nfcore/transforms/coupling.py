@@ -108,6 +108,14 @@ class Coupling(Transform):
         return self._call(z, context, need_grad, inverse=True)
 
     def backward(self, dout, dlogabsdet, cache):
+        """dL/dx = (dz/dx)^T dL/dz + (d log|det|/dx)^T dL/dlog|det|, and the conditioner's weights.
+
+        With h = net([x_a, c]): the element-wise map's VJP (``_map_bwd``, formulas in the
+        subclasses) gives dL/dx_b and dL/dh; the network's backward adds J_h(x_a)^T dL/dh into
+        the pass-through columns a (on top of dL/dz_a, which passes unchanged) and accumulates
+        its weight and bias gradients. The inverse direction is the same with the roles of
+        x and z swapped.
+        """
         self._require_cache(cache, type(self).__name__)
         din, dh = self._map_bwd(dout, dlogabsdet, cache)
         dxa = self.net.backward(dh, cache.net)
@@ -151,6 +159,7 @@ class AdditiveCoupling(Coupling):
         return out, ops.zeros((x.shape[0],), x.dtype), None
 
     def _map_bwd(self, dout, dlogabsdet, cache):
+        """z_b = x_b +- t: dL/dx = dL/dz (every column), dL/dt = +-dL/dz_b; the log-det (0) adds nothing."""
         ops = backend_of(dout)
         din = ops.empty(dout.shape, dout.dtype)
         dh = self._dh(dout)
@@ -188,6 +197,14 @@ class AffineCoupling(Coupling):
         return out, logdet, ls
 
     def _map_bwd(self, dout, dlogabsdet, cache):
+        """With g = dL/dz, c = dL/dlog|det| (per row) and l = B tanh(h_s / B):
+
+        forward z_b = x_b e^l + t, log|det| = sum l:
+            dL/dx_b = g_b e^l,  dL/dt = g_b,  dL/dl = g_b x_b e^l + c;
+        inverse x_b = (z_b - t) e^-l, log|det| = -sum l:
+            dL/dz_b = g_b e^-l,  dL/dt = -g_b e^-l,  dL/dl = -g_b x_b - c;
+        and dL/dh_s = dL/dl (1 - (l / B)^2) through the soft bound; columns a pass g unchanged.
+        """
         ops = backend_of(dout)
         din = ops.empty(dout.shape, dout.dtype)
         dh = self._dh(dout)
