@@ -105,6 +105,14 @@ class BatchNorm(Transform):
         return x, ld, (BNCache(True, x, mean, var, False) if need_grad else None)
 
     def backward(self, dout, dlogabsdet, cache):
+        """With g = dL/dz, c_n = dL/dlog|det|_n, C = sum_n c_n, xh = (x - m) / s, s = sqrt(v + eps):
+
+        running averages (evaluation; the inverse): dL/dx = g e^lg / s;
+        batch statistics (training), m and v the batch's (biased) moments, N rows:
+            dL/dx_n = (e^lg / s) (g_n - mean_k g_k - xh_n mean_k(g_k xh_k)) - C xh_n / (N s),
+        the last term from the log-det's -0.5 log(v + eps); and for the parameters
+            dL/dlg = sum_n g_n xh_n e^lg + C,  dL/db = sum_n g_n.
+        """
         self._require_cache(cache, "BatchNorm")
         ops = backend_of(dout)
         din = ops.empty(dout.shape, dout.dtype)

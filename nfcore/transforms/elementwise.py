@@ -92,6 +92,8 @@ class Standardize(Transform):
         return _diag_call(z, self.loc.data, self.log_scale.data, True, need_grad)
 
     def backward(self, dout, dlogabsdet, cache):
+        """z = (x - mean) / std: dL/dx = dL/dz / std (inverse: dL/dz = dL/dx * std); the log-det is a
+        constant (no gradient) and mean, std are fixed (no parameter gradient)."""
         self._require_cache(cache, "Standardize")
         ops = backend_of(dout)
         din = ops.empty(dout.shape, dout.dtype)

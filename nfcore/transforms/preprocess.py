@@ -201,6 +201,11 @@ class Logit(Transform):
         return self._call(z, need_grad, inverse=True)
 
     def backward(self, dout, dlogabsdet, cache):
+        """With g = dL/d(out), c = dL/dlog|det| and u = a + (1 - 2a) y:
+
+        forward z = logit(u): dL/dy = g (1 - 2a) / (u (1 - u)) + c (1 - 2a) (2u - 1) / (u (1 - u));
+        inverse y = (sigmoid(z) - a) / (1 - 2a): dL/dz = g u (1 - u) / (1 - 2a) + c (1 - 2u).
+        """
         self._require_cache(cache, "Logit")
         ops = backend_of(dout)
         n = dout.shape[0]

@@ -80,6 +80,7 @@ class Flatten(Transform):
         return ops.reshape(z, (z.shape[0], *self.in_shape)), ops.zeros((z.shape[0],), z.dtype), _DirCache(True)
 
     def backward(self, dout, dlogabsdet, cache):
+        """dL/dx = dL/dz reshaped back (a reshape's Jacobian is the identity; log|det| = 0)."""
         ops = backend_of(dout)
         shape = (self.dim,) if cache.inverse else self.in_shape
         return ops.reshape(dout, (dout.shape[0], *shape))
