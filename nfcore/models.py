@@ -57,6 +57,7 @@ import copy
 
 import numpy as np
 
+from ._checks import check_int, check_real
 from .core.distributions import DiagNormal, StandardNormal
 from .core.flow import Flow
 from .core.transform import Chain
@@ -344,30 +345,12 @@ _INTS = {"dim": (1, False), "layers": (1, False), "scales": (1, False), "levels"
          "n_terms": (1, True), "prior_components": (1, False), "context_dim": (0, False), "seed": (0, False)}
 
 
-def _int(key, value, lo):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ConfigError(f"{key} must be an integer >= {lo}, got {value!r} ({type(value).__name__})")
-    if value < lo:
-        raise ConfigError(f"{key} must be an integer >= {lo}, got {value}")
-    return int(value)
-
-
 def _widths(key, value):
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         value = [value] * 2
     if not isinstance(value, (list, tuple)):
         raise ConfigError(f"{key} must be a list of positive integers (or one integer), got {value!r}")
-    return [_int(f"{key}[{i}]", v, 1) for i, v in enumerate(value)]
-
-
-def _float(key, value, lo=None, hi=None):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ConfigError(f"{key} must be a number, got {value!r} ({type(value).__name__})")
-    value = float(value)
-    if not np.isfinite(value) or (lo is not None and not value > lo) or (hi is not None and not value < hi):
-        bounds = " and ".join(b for b in (lo is not None and f"> {lo}", hi is not None and f"< {hi}") if b)
-        raise ConfigError(f"{key} must be a finite number {bounds}, got {value}")
-    return value
+    return [check_int(f"{key}[{i}]", v, 1) for i, v in enumerate(value)]
 
 
 def _floats(key, value, n, positive=False):
@@ -375,7 +358,7 @@ def _floats(key, value, n, positive=False):
         value = value.tolist()
     if not isinstance(value, (list, tuple)) or len(value) != n:
         raise ConfigError(f"{key} must be a list of {n} numbers, got {value!r}"[:300])
-    return [_float(f"{key}[{i}]", v, 0.0 if positive else None) for i, v in enumerate(value)]
+    return [check_real(f"{key}[{i}]", v, 0.0 if positive else None) for i, v in enumerate(value)]
 
 
 def estimate_parameters(cfg):
@@ -433,11 +416,11 @@ def normalize_config(config, allow_large=False):
         cfg[key] = bool(cfg[key])
     for key, (lo, nullable) in _INTS.items():
         if not (nullable and cfg[key] is None):
-            cfg[key] = _int(key, cfg[key], lo)
+            cfg[key] = check_int(key, cfg[key], lo)
     cfg["hidden"] = _widths("hidden", cfg["hidden"])
     cfg["prior_hidden"] = _widths("prior_hidden", cfg["prior_hidden"])
-    cfg["coeff"] = _float("coeff", cfg["coeff"], 0.0, 1.0)
-    cfg["scale_bound"] = _float("scale_bound", cfg["scale_bound"], 0.0)
+    cfg["coeff"] = check_real("coeff", cfg["coeff"], 0.0, 1.0)
+    cfg["scale_bound"] = check_real("scale_bound", cfg["scale_bound"], 0.0)
     if cfg["activation"] is not None and not isinstance(cfg["activation"], str):
         raise ConfigError(f"activation must be a name, got {cfg['activation']!r}")
     residual = cfg["flow"] in ("iresnet", "resflow")
@@ -453,7 +436,7 @@ def normalize_config(config, allow_large=False):
     if cfg["shape"] is not None:
         if not isinstance(cfg["shape"], (list, tuple)) or len(cfg["shape"]) != 3:
             raise ConfigError(f"shape must be [H, W, C] with positive sizes, got {cfg['shape']!r}")
-        shape = [_int(f"shape[{i}]", v, 1) for i, v in enumerate(cfg["shape"])]
+        shape = [check_int(f"shape[{i}]", v, 1) for i, v in enumerate(cfg["shape"])]
         cfg["shape"] = shape
         cfg["dim"] = shape[0] * shape[1] * shape[2]
         if cfg["flow"] not in ("glow", "realnvp", "iresnet", "resflow"):
@@ -466,7 +449,7 @@ def normalize_config(config, allow_large=False):
     if cfg["discrete"] is not None:
         if not isinstance(cfg["discrete"], (list, tuple)):
             raise ConfigError(f"discrete must be a list of column indices, got {cfg['discrete']!r}")
-        cols = sorted({_int("discrete[]", c, 0) for c in cfg["discrete"]})
+        cols = sorted({check_int("discrete[]", c, 0) for c in cfg["discrete"]})
         if cols and cols[-1] >= cfg["dim"]:
             raise ConfigError(f"discrete column {cols[-1]} is out of range for dim {cfg['dim']}")
         cfg["discrete"] = cols or None

@@ -7,21 +7,15 @@ and kernels below can trust them.
 """
 
 import contextlib
-import numbers
 
 import numpy as np
 
+from .._checks import check_int
 from ..errors import ConfigError, InputOutsideDomain, ShapeError
 from ..kernels import backend_of, get_backend, is_device_array
 from .module import Module
 
 __all__ = ["Flow"]
-
-
-def _positive_int(value, name, error=ConfigError):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise error(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
 
 
 def _concat(parts):
@@ -154,7 +148,7 @@ class Flow(Module):
         ``chunk_size``: evaluate that many rows at a time (bounded scratch memory for large N).
         """
         if chunk_size is not None:
-            chunk_size = _positive_int(chunk_size, "chunk_size")
+            chunk_size = check_int("chunk_size", chunk_size, 1)
             if len(x) > chunk_size:
                 parts = [self.log_prob(x[s : s + chunk_size], None if context is None else context[s : s + chunk_size])
                          for s in range(0, len(x), chunk_size)]
@@ -203,11 +197,11 @@ class Flow(Module):
 
     def sample_and_log_prob(self, n, context=None, seed=None, temperature=1.0, chunk_size=None):
         """(x, log p(x)) for n fresh samples, in one pass through the sampling direction."""
-        n = _positive_int(n, "number of samples", ShapeError)
+        n = check_int("number of samples", n, 1, ShapeError)
         temperature = float(temperature)
         if not (np.isfinite(temperature) and temperature > 0):
             raise ConfigError(f"temperature must be a finite number > 0, got {temperature}")
-        if chunk_size is not None and n > _positive_int(chunk_size, "chunk_size"):
+        if chunk_size is not None and n > check_int("chunk_size", chunk_size, 1):
             rng = self._rng(seed)
             parts = [self.sample_and_log_prob(min(chunk_size, n - s), None if context is None else
                                               context[s : s + chunk_size], rng, temperature)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._checks import check_int, check_real
 from ..errors import CheckpointError, ConfigError, NfcoreError, ShapeError
 from ..kernels import backend_of, get_backend
 from .adam import Adam
@@ -17,16 +18,17 @@ __all__ = ["History", "fit", "fit_reverse_kl", "evaluate_nll", "bits_per_dim", "
 
 
 class TrainingDiverged(NfcoreError):
-    """Training diverged: a loss, gradient or weight became NaN/inf, or the validation NLL exploded.
+    """Training diverged: a loss, gradient or weight became NaN/inf, or the training NLL exploded.
 
     When it is raised the flow holds its last finite state and no checkpoint holds a non-finite
     weight."""
 
 
 def _exploded(val, best, start):
-    """The validation NLL (nats per row) is far above both its best and the untrained flow's:
-    divergence, not training (a run at lr 10 reached 1.5e25). Relative to the start, so data far
-    from the base (unstandardised, NLL 630 at the start) is not mistaken for an explosion."""
+    """An NLL (nats per row) far above both ``best`` and the untrained flow's ``start``: for the
+    training NLL divergence (a run at lr 10 reached 1.5e25), for the validation NLL while training
+    falls overfitting. Relative to the start, so data far from the base (unstandardised, NLL 630
+    at the start) is not mistaken for an explosion."""
     base = min(v for v in (best, start, math.inf) if not math.isnan(v))
     return math.isfinite(base) and val - base > max(100.0, 10.0 * abs(base))
 
@@ -95,24 +97,18 @@ class History:
         return cls(rows, best_epoch, best_val)
 
 
-def _check_options(**options):
+def _check_options(epochs, batch_size, lr, weight_decay, clip_norm, patience, max_seconds, seed):
     """fit's numeric options, each in its domain (the error names the option and the range)."""
-    counts = {"epochs": 1, "batch_size": 1, "patience": 1, "seed": 0}
-    for name, lo in counts.items():
-        value = options[name]
-        if value is None and name == "patience":
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-            raise ConfigError(f"{name} must be an integer >= {lo}, got {value!r}")
-    reals = {"lr": (0.0, False), "weight_decay": (0.0, True), "clip_norm": (0.0, False), "max_seconds": (0.0, False)}
-    for name, (lo, closed) in reals.items():
-        value = options[name]
-        if value is None and name in ("clip_norm", "max_seconds"):
-            continue
-        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and \
-            math.isfinite(value) and (value >= lo if closed else value > lo)
-        if not ok:
-            raise ConfigError(f"{name} must be a finite number {'>=' if closed else '>'} {lo:g}, got {value!r}")
+    check_int("epochs", epochs, 1)
+    check_int("batch_size", batch_size, 1)
+    check_int("seed", seed, 0)
+    if patience is not None:
+        check_int("patience", patience, 1)
+    check_real("lr", lr, 0.0)
+    check_real("weight_decay", weight_decay, 0.0, closed=True)
+    for name, value in (("clip_norm", clip_norm), ("max_seconds", max_seconds)):
+        if value is not None:
+            check_real(name, value, 0.0)
 
 
 def _log_prob_batches(flow, x, context, batch_size):
@@ -341,8 +337,8 @@ def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight
         seconds = time.perf_counter() - t0
         train_nll = total / max(steps, 1)
         flow.eval()  # batch norm: validation with the running averages
-        bad = [name for name, p in flow.named_parameters() if not _finite(p.data)]
-        if bad:
+        if not _finite(optimizer.flat):  # every weight in one buffer: one check (one transfer on a GPU)
+            bad = [name for name, p in flow.named_parameters() if not _finite(p.data)]
             roll_back()
             raise diverged(f"weights became non-finite ({', '.join(bad[:3])})", epoch, None, None)
         val_nll = evaluate_nll(flow, dev_val, dev_val_ctx) if dev_val is not None else train_nll
