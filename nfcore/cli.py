@@ -470,19 +470,17 @@ def cmd_logprob(args, out=print):
     if shape is not None:
         from .data import load_images
 
-        images = load_images(args.input, levels)[0]
-        rows, read = images, (lambda a, b: images[a:b])
+        rows = load_images(args.input, levels)[0]
     else:
-        rows = open_rows(args.input)
+        rows = open_rows(args.input)  # sliced lazily below, like the image array
         if rows.shape[1] != flow.shape[0]:
             raise DataError(f"{args.input}: the model takes rows of {flow.shape[0]} values (N, {flow.shape[0]}), "
                             f"the file has {rows.shape[1]}")
-        read = lambda a, b: rows[a:b]  # noqa: E731
     n = len(rows)
     total, n_inf = 0.0, 0
     with RowWriter(args.output, (n,), flow.dtype) if args.output else contextlib.nullcontext() as writer:
         for start in range(0, n, CHUNK_ROWS):
-            x = read(start, min(n, start + CHUNK_ROWS))
+            x = rows[start : start + CHUNK_ROWS]
             bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
             if bad.any():
                 raise DataError(f"{args.input}: NaN or inf in row {start + int(np.argmax(bad))}")

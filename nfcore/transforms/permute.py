@@ -64,7 +64,7 @@ class Permutation(Transform):
         return out, backend_of(z).zeros((z.shape[0],), z.dtype), (PermCache(True) if need_grad else None)
 
     def backward(self, dout, dlogabsdet, cache):
-        """The transpose of a permutation is its inverse."""
+        """z = x[:, perm]: dL/dx = dL/dz[:, perm^-1] (the transpose of a permutation is its inverse); log|det| = 0."""
         self._require_cache(cache, "Permutation")
         return self._apply(dout, self.perm.data if cache.inverse else self._inv)
 

@@ -54,7 +54,7 @@ class Squeeze(Transform):
         return self._move(z, True), backend_of(z).zeros((z.shape[0],), z.dtype), _DirCache(True)
 
     def backward(self, dout, dlogabsdet, cache):
-        """A permutation: its VJP is the inverse permutation."""
+        """A permutation of the entries: dL/dx = the inverse permutation of dL/dz; log|det| = 0."""
         return self._move(dout, not cache.inverse)
 
     def config(self):
