@@ -25,7 +25,7 @@ from .errors import (
     ShapeError,
 )
 from .gmm import GaussianMixture
-from .kernels.cpu.memory import release as release_memory
+from .kernels.array.memory import release as release_memory
 from .models import build
 from .nn import MADE, MLP, Conv2d, ConvNet, Linear, MaskedLinear, SpectralConv2d, SpectralLinear
 from .priors import AutoregressivePrior

@@ -57,37 +57,12 @@ import copy
 
 import numpy as np
 
+from . import transforms as T
 from ._checks import check_int, check_real
 from .core.distributions import DiagNormal, StandardNormal
 from .core.flow import Flow
 from .core.transform import Chain
 from .errors import ConfigError
-from .transforms import (
-    IAF,
-    MAF,
-    ActNorm,
-    AdditiveCoupling,
-    AffineCoupling,
-    AffineLU,
-    BatchNorm,
-    ConvResidualBlock,
-    Dequantize,
-    DequantizeColumns,
-    Flatten,
-    ImageAdditiveCoupling,
-    ImageAffineCoupling,
-    InvConv1x1,
-    InvConv1x1LU,
-    Logit,
-    Permutation,
-    ResidualBlock,
-    Scaling,
-    Split,
-    Squeeze,
-    Standardize,
-    make_mask,
-    make_permutation,
-)
 
 __all__ = ["DEFAULTS", "FLOWS", "build", "realnvp", "nice", "maf", "iaf", "glow", "iresnet", "resflow"]
 
@@ -154,13 +129,13 @@ def _coupling_chain(cfg, layer_cls, extra_kwargs, dtype):
     rng = np.random.default_rng(cfg["seed"])
     layers = _vector_front(cfg, dtype)
     for k in range(cfg["layers"]):
-        mask = make_mask(cfg["dim"], cfg["mask"], parity=k, rng=rng)
+        mask = T.make_mask(cfg["dim"], cfg["mask"], parity=k, rng=rng)
         layers.append(
             layer_cls(mask, hidden=cfg["hidden"], activation=cfg["activation"], context_dim=cfg["context_dim"],
                       residual=cfg["residual"], rng=rng, dtype=dtype, **extra_kwargs)
         )
         if cfg["permute"] != "none" and k < cfg["layers"] - 1:
-            layers.append(Permutation(make_permutation(cfg["dim"], cfg["permute"], rng)))
+            layers.append(T.Permutation(T.make_permutation(cfg["dim"], cfg["permute"], rng)))
     return layers
 
 
@@ -172,13 +147,13 @@ def _vector_front(cfg, dtype):
     """
     layers = []
     if cfg["levels"] is not None:
-        layers.append(Dequantize(cfg["dim"], cfg["levels"], seed=cfg["seed"]))
+        layers.append(T.Dequantize(cfg["dim"], cfg["levels"], seed=cfg["seed"]))
     if cfg["discrete"]:
-        layers.append(DequantizeColumns(cfg["dim"], cfg["discrete"], seed=[cfg["seed"], 3]))
+        layers.append(T.DequantizeColumns(cfg["dim"], cfg["discrete"], seed=[cfg["seed"], 3]))
     if cfg["standardize"] is not None:
-        layers.append(Standardize(cfg["standardize"]["mean"], cfg["standardize"]["std"], dtype=dtype))
+        layers.append(T.Standardize(cfg["standardize"]["mean"], cfg["standardize"]["std"], dtype=dtype))
     if cfg["whiten"]:
-        layers.append(AffineLU(cfg["dim"], dtype=dtype))
+        layers.append(T.AffineLU(cfg["dim"], dtype=dtype))
     return layers
 
 
@@ -195,25 +170,25 @@ def _autoregressive_chain(cfg, cls, dtype):
                 residual=cfg["residual"], rng=rng, dtype=dtype)
         )
         if cfg["batch_norm"] and k < cfg["layers"] - 1:
-            layers.append(BatchNorm(cfg["dim"], dtype=dtype))
+            layers.append(T.BatchNorm(cfg["dim"], dtype=dtype))
     return layers
 
 
 def maf(cfg, dtype):
     """MAF: K affine autoregressive layers on MADEs, orders alternating between layers."""
-    return _autoregressive_chain(cfg, MAF, dtype)
+    return _autoregressive_chain(cfg, T.MAF, dtype)
 
 
 def iaf(cfg, dtype):
     """IAF: like MAF but with the one-pass direction for sampling (fit it by reverse KL)."""
-    return _autoregressive_chain(cfg, IAF, dtype)
+    return _autoregressive_chain(cfg, T.IAF, dtype)
 
 
 def realnvp(cfg, dtype):
     """RealNVP: K affine couplings with alternating masks; with ``shape``, the multi-scale image version."""
     if cfg["shape"] is not None:
         return _multiscale(cfg, dtype, _realnvp_steps)
-    return _coupling_chain(cfg, AffineCoupling, {"scale_bound": cfg["scale_bound"]}, dtype)
+    return _coupling_chain(cfg, T.AffineCoupling, {"scale_bound": cfg["scale_bound"]}, dtype)
 
 
 def glow(cfg, dtype):
@@ -224,7 +199,7 @@ def glow(cfg, dtype):
 
 
 def _image_coupling(cfg, shape, mask, parity, rng, dtype):
-    cls = ImageAffineCoupling if cfg["coupling"] == "affine" else ImageAdditiveCoupling
+    cls = T.ImageAffineCoupling if cfg["coupling"] == "affine" else T.ImageAdditiveCoupling
     kw = {"scale_bound": cfg["scale_bound"]} if cfg["coupling"] == "affine" else {}
     return cls(shape, mask, parity, hidden=cfg["hidden"], activation=cfg["activation"], rng=rng, dtype=dtype, **kw)
 
@@ -232,10 +207,10 @@ def _image_coupling(cfg, shape, mask, parity, rng, dtype):
 def _glow_steps(cfg, shape, rng, dtype, before_squeeze):
     if before_squeeze:
         return []
-    inv = InvConv1x1LU if cfg["invconv"] == "lu" else InvConv1x1
+    inv = T.InvConv1x1LU if cfg["invconv"] == "lu" else T.InvConv1x1
     steps = []
     for k in range(cfg["layers"]):
-        steps += [ActNorm(shape, dtype=dtype), inv(shape, rng=rng, dtype=dtype),
+        steps += [T.ActNorm(shape, dtype=dtype), inv(shape, rng=rng, dtype=dtype),
                   _image_coupling(cfg, shape, "channel", k, rng, dtype)]
     return steps
 
@@ -256,39 +231,39 @@ def _multiscale(cfg, dtype, steps):
 
     def scale(level, shape):
         layers = steps(cfg, shape, rng, dtype, True)
-        sq = Squeeze(shape)
+        sq = T.Squeeze(shape)
         layers.append(sq)
         shape = sq.out_shape
         layers += steps(cfg, shape, rng, dtype, False)
         if level < cfg["scales"] - 1:
             hh, ww, cc = shape
             rest = Chain(scale(level + 1, (hh, ww, cc // 2)), memory_saving=cfg["memory_saving"])
-            layers.append(Split(shape, rest, rng=rng, dtype=dtype))
+            layers.append(T.Split(shape, rest, rng=rng, dtype=dtype))
         else:
-            layers.append(Flatten(shape))
+            layers.append(T.Flatten(shape))
         return layers
 
     pre = []
     if cfg["levels"] is not None:
-        pre.append(Dequantize(cfg["shape"], cfg["levels"], seed=cfg["seed"]))
+        pre.append(T.Dequantize(cfg["shape"], cfg["levels"], seed=cfg["seed"]))
         if cfg["flow"] == "realnvp":
-            pre.append(Logit(cfg["shape"], alpha=0.05))
+            pre.append(T.Logit(cfg["shape"], alpha=0.05))
     return pre + scale(0, tuple(cfg["shape"]))
 
 
 def nice(cfg, dtype):
     """NICE: K additive couplings, then the diagonal scaling layer."""
-    return [*_coupling_chain(cfg, AdditiveCoupling, {}, dtype), Scaling(cfg["dim"], dtype=dtype)]
+    return [*_coupling_chain(cfg, T.AdditiveCoupling, {}, dtype), T.Scaling(cfg["dim"], dtype=dtype)]
 
 
 def _residual_chain(cfg, dtype):
     rng = np.random.default_rng(cfg["seed"])
     layers = _vector_front(cfg, dtype)
     for _ in range(cfg["layers"]):
-        layers.append(ActNorm(cfg["dim"], dtype=dtype))
-        layers.append(ResidualBlock(cfg["dim"], hidden=cfg["hidden"], activation=cfg["activation"], coeff=cfg["coeff"],
-                                    logdet=cfg["logdet"], n_terms=cfg["n_terms"], learn_beta=cfg["learn_beta"],
-                                    rng=rng, dtype=dtype))
+        layers.append(T.ActNorm(cfg["dim"], dtype=dtype))
+        layers.append(T.ResidualBlock(cfg["dim"], hidden=cfg["hidden"], activation=cfg["activation"],
+                                      coeff=cfg["coeff"], logdet=cfg["logdet"], n_terms=cfg["n_terms"],
+                                      learn_beta=cfg["learn_beta"], rng=rng, dtype=dtype))
     return layers
 
 
@@ -297,8 +272,8 @@ def _residual_steps(cfg, shape, rng, dtype, before_squeeze):
         return []
     steps = []
     for _ in range(cfg["layers"]):
-        steps += [ActNorm(shape, dtype=dtype),
-                  ConvResidualBlock(shape, hidden=cfg["hidden"], activation=cfg["activation"], coeff=cfg["coeff"],
+        steps += [T.ActNorm(shape, dtype=dtype),
+                  T.ConvResidualBlock(shape, hidden=cfg["hidden"], activation=cfg["activation"], coeff=cfg["coeff"],
                                     logdet=cfg["logdet"], n_terms=cfg["n_terms"], learn_beta=cfg["learn_beta"],
                                     rng=rng, dtype=dtype)]
     return steps

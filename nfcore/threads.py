@@ -1,9 +1,11 @@
 """How many cores nfcore's CPU work uses.
 
-nfcore's Numba kernels are single-threaded on purpose (a ``parallel=True`` kernel next to
-OpenBLAS made the two thread pools fight over the two cores: measured 52 us -> 8.5 ms per
-GEMM + kernel pair); the GEMMs run on numpy's BLAS, whose threads use every core. This
-module sets that BLAS thread count. Nothing is changed at import time.
+nfcore's Numba kernels are single-threaded on purpose, with one exception: a ``parallel=True``
+kernel next to OpenBLAS makes the two thread pools fight over the cores (figures:
+benchmarks/RESULTS.md, "Measurements behind the code"). The exception is the fast sequential
+MADE pass (``kernels.autoregressive``), which runs its row tiles in parallel and calls no BLAS
+inside, so no two pools run at once. The GEMMs run on numpy's BLAS, whose threads use every
+core. This module sets that BLAS thread count. Nothing is changed at import time.
 """
 
 import os
@@ -50,7 +52,7 @@ def blas_threads(refresh=False):
     """The BLAS thread count the CPU ops plan with (cached: read once, then kept in step with
     ``set_num_threads``; pass ``refresh=True`` after changing it some other way, e.g. with
     threadpoolctl). It only steers speed: MADE's block-sparse GEMMs are skipped at small
-    batches when BLAS splits the dense product across threads (``kernels.cpu.dense``)."""
+    batches when BLAS splits the dense product across threads (``kernels.dense``)."""
     global _cached
     if _cached is None or refresh:
         n = get_num_threads()

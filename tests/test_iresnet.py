@@ -7,6 +7,7 @@ import pytest
 import nfcore
 from nfcore import gradcheck as gc
 from nfcore.errors import ConfigError, GradientNotAvailable, InverseNotAvailable
+from nfcore.kernels._scalar import ACT_LIPSWISH
 from nfcore.nn import SpectralLinear
 from nfcore.transforms import ResidualBlock
 
@@ -241,7 +242,7 @@ def test_lipswish_is_1_lipschitz_for_every_beta():
     h = np.linspace(-30, 30, 20001)[:, None] * np.ones((1, 5))
     beta = np.array([-3.0, -0.5, 0.0, 0.7, 4.0])
     a, d1, d2 = (np.empty_like(h) for _ in range(3))
-    cpu.act2(h, 1, beta, a, d1, d2)
+    cpu.act2(h, ACT_LIPSWISH, beta, a, d1, d2)
     assert np.all(np.abs(d1) < 1.0) and np.abs(d1).max() > 0.99
     # the beta derivatives against central differences, where they are not negligible
     hs = np.linspace(-5, 5, 41)[:, None] * np.ones((1, 5))
@@ -255,7 +256,7 @@ def test_lipswish_is_1_lipschitz_for_every_beta():
             b = beta.copy()
             b[j] += sign * eps
             out = [np.empty_like(hs) for _ in range(3)]
-            cpu.act2(hs, 1, b, *out)
+            cpu.act2(hs, ACT_LIPSWISH, b, *out)
             fd.append(out[:2])
         np.testing.assert_allclose(p[:, j], (fd[0][0] - fd[1][0])[:, j] / (2 * eps), rtol=1e-7, atol=1e-8)
         np.testing.assert_allclose(q[:, j], (fd[0][1] - fd[1][1])[:, j] / (2 * eps), rtol=1e-7, atol=1e-8)

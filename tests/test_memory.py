@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from nfcore.kernels.cpu import memory
+from nfcore.kernels.array import memory
 
 
 def test_busy_arrays_are_never_reused():

@@ -1,18 +1,23 @@
-"""nfcore's op API and its two backends.
+"""nfcore's op API: kernels organised by family, and the two backends built from them.
 
-Layer code asks ``backend_of(array)`` for the module that owns an array and calls its ops
-(``matmul``, ``bias_act``, ``affine_coupling_fwd``, ...). Both backends expose the same
-functions with the same signatures: inputs first, preallocated outputs last, in place.
-The CUDA backend is imported only when a device array (or ``get_backend("cuda")``) asks
-for it, so ``import nfcore`` never touches a GPU.
+Each family (``dense``, ``elementwise``, ``coupling``, ``autoregressive``, ``image``,
+``residual``, ``mixture``, ``batchnorm``, ``adam``, ``array``) is a package holding its element
+maths with their derivatives (plain ``@njit`` functions, written once), its CPU loops, and in
+``<family>/cuda.py`` its CUDA launches, which call the same element maths. Ops are recorded by
+name and backend where they are defined (``registry.cpu_op`` / ``registry.cuda_op``).
+
+Layer code asks ``backend_of(array)`` for the backend that owns an array and calls its ops
+(``matmul``, ``bias_act``, ``affine_coupling_fwd``, ...). Both backends expose the same ops
+with the same signatures: inputs first, preallocated outputs last, in place. The CUDA modules
+are imported only when a device array (or ``get_backend("cuda")``) asks for them, so
+``import nfcore`` never touches a GPU.
 """
 
 import numpy as np
 
 from ..errors import DeviceError
-from . import cpu
 
-__all__ = ["backend_of", "get_backend", "is_device_array", "cuda_available"]
+__all__ = ["backend_of", "get_backend", "is_device_array", "cuda_available", "cpu"]
 
 
 def is_device_array(a):
@@ -35,8 +40,12 @@ def cuda_available():
         return False
 
 
+_cuda = None
+
+
 def get_backend(device):
-    """The backend module for ``"cpu"`` or ``"cuda"``."""
+    """The backend for ``"cpu"`` or ``"cuda"``."""
+    global _cuda
     if device == "cpu":
         return cpu
     if device == "cuda":
@@ -45,9 +54,9 @@ def get_backend(device):
                 "device 'cuda' was asked for but numba.cuda finds no GPU; "
                 "use device='cpu', or set NUMBA_ENABLE_CUDASIM=1 before importing numba to simulate"
             )
-        from . import cuda as cuda_backend
-
-        return cuda_backend
+        if _cuda is None:
+            _cuda = registry.build("cuda")
+        return _cuda
     raise DeviceError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
 
 
@@ -56,3 +65,9 @@ def backend_of(a):
     if is_device_array(a):
         return get_backend("cuda")
     return cpu
+
+
+from . import registry  # noqa: E402  (the families import is_device_array from here)
+
+#: the CPU backend: every CPU op of every family
+cpu = registry.build("cpu")

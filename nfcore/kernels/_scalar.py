@@ -6,10 +6,11 @@ their threads (numba compiles an ``@njit`` function for the CUDA target when a
 
 Activations come in pairs ``<name>(x, alpha) -> y`` and ``<name>_vjp(g, y, alpha) -> g * phi'(x)``:
 the derivative is written through the *output* ``y``, so a layer keeps only its output for
-backward (tinygrad's habit). The CPU kernels receive the pair as first-class functions, so
-each activation gets its own compiled, vectorisable loop; CUDA kernels select by an integer
-code through ``act_fwd`` / ``act_vjp`` (a warp-uniform branch). Every function keeps its
-argument's dtype: no float literal is mixed into float32 math where it would promote.
+backward (tinygrad's habit). Kernels on both backends select the activation by an integer code
+through ``act_fwd`` / ``act_vjp`` (on a GPU a warp-uniform branch); one table of codes
+(``ACT_*``) serves every family, the residual family's second-derivative activations
+(``ACT_LIPSWISH``) included. Every function keeps its argument's dtype: no float literal is
+mixed into float32 math where it would promote.
 """
 
 import functools
@@ -26,13 +27,14 @@ __all__ = [
     "ACT_TANH",
     "ACT_ELU",
     "ACT_SOFTPLUS",
-    "ACT_FWD",
-    "ACT_VJP",
+    "ACT_LIPSWISH",
     "act_fwd",
     "act_vjp",
     "softclamp",
     "softclamp_grad",
     "for_cuda",
+    "device_maths",
+    "element",
 ]
 
 ACT_IDENTITY = 0
@@ -41,8 +43,12 @@ ACT_LEAKY_RELU = 2
 ACT_TANH = 3
 ACT_ELU = 4
 ACT_SOFTPLUS = 5
+#: LipSwish h sigmoid(beta h) / 1.1: only the residual family's ``act2`` (with phi', phi'') takes it
+ACT_LIPSWISH = 6
 
 _jit = njit(cache=True, inline="always", error_model="numpy")
+#: how element maths compiles (every family's): inlined into the CPU loops, callable from CUDA threads
+element = _jit
 
 
 @_jit
@@ -111,11 +117,6 @@ def softplus_vjp(g, y, alpha):
     return -g * math.expm1(-y)
 
 
-#: activation functions and their VJPs, indexed by code (CPU kernels take them as arguments)
-ACT_FWD = (identity, relu, leaky_relu, tanh, elu, softplus)
-ACT_VJP = (identity_vjp, relu_vjp, leaky_relu_vjp, tanh_vjp, elu_vjp, softplus_vjp)
-
-
 @_jit
 def act_fwd(x, code, alpha):
     """y = phi(x) for the activation ``code``."""
@@ -152,8 +153,8 @@ def act_vjp(g, y, code, alpha):
 def softclamp(h, bound):
     """log s = bound * tanh(h / bound): ~h near 0, never outside (-bound, bound).
 
-    tanh(u) = 1 - 2 / (exp(2u) + 1): one exp and no branch (libm's tanh costs 16 ns, this
-    ~4 ns; exp overflowing to inf still gives +-1). Its absolute error is one ulp of 1,
+    tanh(u) = 1 - 2 / (exp(2u) + 1): one exp and no branch (a quarter of libm's tanh; exp
+    overflowing to inf still gives +-1). Its absolute error is one ulp of 1,
     which is all a log-scale that is added to others needs; forward and inverse compute it
     identically, so round trips stay exact. Written without int literals, which would
     promote float32 math to float64.
@@ -178,6 +179,26 @@ def for_cuda(fn):
     compiled CPU code cannot unbox, and a kernel then never depends on CPU compilation.
     """
     return _pure_python(fn) if config.ENABLE_CUDASIM else fn
+
+
+def device_maths(module):
+    """A family's element maths as its CUDA kernels call it (``_maths.affine_map_row(...)``).
+
+    On a GPU (and when compiling to PTX): the module itself; numba-cuda compiles the ``@njit``
+    functions that a kernel reaches through it for the device. Under the simulator: a stand-in
+    module whose functions are the pure-Python copies of ``for_cuda``.
+    """
+    return _SimulatedMaths(module) if config.ENABLE_CUDASIM else module
+
+
+class _SimulatedMaths(types.ModuleType):
+    def __init__(self, module):
+        super().__init__(module.__name__)
+        self._module = module
+
+    def __getattr__(self, name):
+        value = getattr(self._module, name)
+        return _pure_python(value) if isinstance(value, Dispatcher) else value
 
 
 @functools.cache

@@ -38,7 +38,7 @@ from ..errors import ConfigError, GradientNotAvailable, ShapeError
 from ..kernels import backend_of
 from ..nn.made import MADE
 
-__all__ = ["MAF", "IAF", "sorted_made_weights", "made_sequential", "made_sequential_cpu", "made_sequential_cuda",
+__all__ = ["MAF", "IAF", "sorted_made_weights", "made_sequential",
            "MODE_CONTRACT", "MODE_EXPAND", "MODE_MOG"]
 
 #: output maps of the fast sequential kernel: u = (y - mu) e^-a, x = y e^a + mu, or a mixture draw
@@ -66,45 +66,11 @@ def sorted_made_weights(made, context_dim):
     return order, counts, hidden_w, hidden_b, w_out, b_out
 
 
-def made_sequential(made, y, context, context_dim, bound, mode, unif=None, eps=None):
-    """(out, logdet) of the fast sequential pass on y's backend: the CPU kernel
-    (``kernels.cpu.autoregressive``) or its CUDA twin (``kernels.cuda.autoregressive``)."""
-    if backend_of(y).name == "cpu":
-        return made_sequential_cpu(made, y, context, context_dim, bound, mode, unif, eps)
-    return made_sequential_cuda(made, y, context, context_dim, bound, mode, unif, eps)
-
-
-def made_sequential_cpu(made, y, context, context_dim, bound, mode, unif=None, eps=None):
-    """(out, logdet) of the fast sequential pass on the CPU (``kernels.cpu.autoregressive``)."""
-    from ..kernels.cpu.autoregressive import ar_sequential
-
-    dt = y.dtype
-    n, d = y.shape
-    order, counts, hidden_w, hidden_b, w_out, b_out = sorted_made_weights(made, context_dim)
-    wts = tuple(np.ascontiguousarray(w[:d].T if i == 0 else w.T, dtype=dt) for i, w in enumerate(hidden_w))
-    bs = tuple(np.ascontiguousarray(b, dtype=dt) for b in hidden_b)
-    ctx_part = np.zeros((0, 0), dtype=dt)
-    if context_dim:
-        ctx_part = np.ascontiguousarray(np.asarray(context, dtype=dt) @ hidden_w[0][d:].astype(dt))
-    layers = made.layers[:-1]
-    codes = np.array([layer.act_code for layer in layers], dtype=np.int64)
-    alphas = np.array([layer.alpha for layer in layers], dtype=dt)
-    wo = np.ascontiguousarray(np.transpose(w_out, (1, 2, 0)), dtype=dt)  # (D, P, H_L)
-    if unif is None:
-        unif = eps = np.zeros((0, 0), dtype=dt)
-    out = np.empty((n, d), dtype=dt)
-    logdet = np.empty(n, dtype=dt)
-    ar_sequential(y, order.astype(np.int64), wts, bs, np.stack(counts).astype(np.int64), codes, alphas, ctx_part,
-                  wo, np.ascontiguousarray(b_out, dtype=dt), dt.type(bound), mode, unif, eps, out, logdet)
-    return out, logdet
-
-
-def made_sequential_cuda(made, y, context, context_dim, bound, mode, unif=None, eps=None):
-    """(out, logdet) of the fast sequential pass on the GPU: one launch of
-    ``kernels.cuda.autoregressive.ar_sequential`` (weights padded into one array per kind)."""
-    from ..kernels.cuda.autoregressive import ar_sequential
-
-    ops = backend_of(y)
+def made_sequential(made, y, context, context_dim, bound, mode, unif=None, eps=None, ops=None):
+    """(out, logdet) of the fast sequential pass of ``made``: one call of the ``ar_sequential`` op
+    (``kernels.autoregressive``, the CUDA twin in its ``cuda`` module) of ``ops`` (default: y's
+    backend), with the weights sorted by degree and padded into one array per kind."""
+    ops = backend_of(y) if ops is None else ops
     dt = y.dtype
     n, d = y.shape
     order, counts, hidden_w, hidden_b, w_out, b_out = sorted_made_weights(made, context_dim)
@@ -120,17 +86,20 @@ def made_sequential_cuda(made, y, context, context_dim, bound, mode, unif=None, 
     ctx_part = ops.empty((0, 0), dt)
     if context_dim:  # the context's share of layer 1, the same at every step
         ctx_part = ops.empty((n, hidden_w[0].shape[1]), dt)
-        ops.matmul(context, ops.asarray(np.ascontiguousarray(hidden_w[0][d:], dtype=dt)), ctx_part)
+        ops.matmul(ops.asarray(context, dtype=dt), ops.asarray(np.ascontiguousarray(hidden_w[0][d:], dtype=dt)),
+                   ctx_part)
+    if unif is None:
+        unif = eps = ops.empty((0, 0), dt)
     layers = made.layers[:-1]
     codes = np.array([layer.act_code for layer in layers], dtype=np.int64)
     alphas = np.array([layer.alpha for layer in layers], dtype=dt)
     wo = np.ascontiguousarray(np.transpose(w_out, (1, 2, 0)), dtype=dt)  # (D, P, H_L)
     out = ops.empty((n, d), dt)
     logdet = ops.empty((n,), dt)
-    dev = [ops.asarray(a) for a in (order.astype(np.int64), w_all, b_all, np.stack(counts).astype(np.int64), codes,
-                                   alphas)]
-    ar_sequential(y, *dev, ctx_part, ops.asarray(wo), ops.asarray(np.ascontiguousarray(b_out, dtype=dt)), bound,
-                  mode, unif, eps, out, logdet)
+    weights = [ops.asarray(a) for a in (order.astype(np.int64), w_all, b_all, np.stack(counts).astype(np.int64), codes,
+                                       alphas)]
+    ops.ar_sequential(y, *weights, ctx_part, ops.asarray(wo), ops.asarray(np.ascontiguousarray(b_out, dtype=dt)),
+                      dt.type(bound), mode, unif, eps, out, logdet)
     return out, logdet
 
 
@@ -146,6 +115,12 @@ class _NoGradient(NamedTuple):
 
 
 class _Autoregressive(Transform):
+    """u = (x - mu) e^-alpha, log|det| = -sum alpha; inverse x = u e^alpha + mu; (mu, alpha) = MADE(.).
+
+    Shared by MAF (MADE reads x: the density is one pass) and IAF (MADE reads u: sampling is
+    one pass); the other direction is computed variable by variable.
+    """
+
     def __init__(self, dim, hidden=(64, 64), order="natural", hidden_degrees="sequential", activation="relu",
                  context_dim=0, scale_bound=3.0, sequential="fast", residual=False, rng=None, dtype=np.float64):
         if not scale_bound > 0:
@@ -238,6 +213,7 @@ class _Autoregressive(Transform):
     def order(self):
         return self.made.order()
 
+
     def config(self):
         return {"type": type(self).__name__, "dim": self.dim, "context_dim": self.context_dim}
 
@@ -266,10 +242,11 @@ class MAF(_Autoregressive):
 
 
 class IAF(_Autoregressive):
-    """Sampling x = z exp(alpha(z)) + mu(z), (mu, alpha) autoregressive in z (one pass, differentiable).
+    """x = z exp(alpha(z)) + mu(z), (mu, alpha) autoregressive in z; log|det dx/dz| = sum alpha.
 
-    Density (``forward``) is sequential and not differentiable; fit an IAF by reverse KL
-    (``nfcore.fit_reverse_kl``), whose gradient runs through the sampling pass.
+    Sampling (``inverse``) is this map: one pass, differentiable. Density (``forward``) is
+    sequential and not differentiable; fit an IAF by reverse KL (``nfcore.fit_reverse_kl``),
+    whose gradient runs through the sampling pass.
     """
 
     def forward(self, x, context=None, need_grad=True):

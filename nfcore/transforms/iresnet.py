@@ -32,13 +32,14 @@ from ..core.module import Parameter
 from ..core.transform import Transform
 from ..errors import ConfigError, GradientNotAvailable, InverseNotAvailable, ShapeError
 from ..kernels import backend_of
+from ..kernels._scalar import ACT_ELU, ACT_LIPSWISH
 from ..nn.spectral import SpectralConv2d, SpectralLinear
 from ._shapes import check_image, image_shape
 
 __all__ = ["ResidualBlock", "ConvResidualBlock", "LOGDET_MODES"]
 
 LOGDET_MODES = ("exact", "series", "roulette")
-_ACTS = {"elu": 0, "lipswish": 1}
+_ACTS = {"elu": ACT_ELU, "lipswish": ACT_LIPSWISH}
 
 
 class _Pass(NamedTuple):

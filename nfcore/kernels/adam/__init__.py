@@ -1,14 +1,37 @@
 """CPU Adam: one fused pass over the flat parameter buffer."""
 
+import math
+
 from numba import njit
 
-from .._rows import adam_element
+from .._scalar import element
+from ..registry import cpu_op
 
 _jit = njit(cache=True, error_model="numpy")  # numpy semantics: no zero-division branch, loops vectorise
 
-__all__ = ["adam_update"]
+
+# -- element maths, shared with the CUDA kernels (``for_cuda``) --------------------
 
 
+@element
+def adam_element(p, g, m, v, lr, beta1, c1, beta2, c2, eps, weight_decay, bc1, bc2, i):
+    """Element i of bias-corrected AdamW (c = 1 - beta, bc1 = 1 - beta1^t, bc2 = 1 - beta2^t).
+
+    Every constant arrives as an argument (cast by the caller to the buffers' dtype): a float
+    literal here would turn float32 updates into float64 arithmetic.
+    """
+    gi = g[i]
+    mi = beta1 * m[i] + c1 * gi
+    vi = beta2 * v[i] + c2 * gi * gi
+    m[i] = mi
+    v[i] = vi
+    p[i] = p[i] - lr * ((mi / bc1) / (math.sqrt(vi / bc2) + eps) + weight_decay * p[i])
+
+
+# -- CPU loops --------------------------------------------------------------------------------------
+
+
+@cpu_op
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
     """Bias-corrected Adam with decoupled weight decay (AdamW) over 1-D buffers, in place.
 

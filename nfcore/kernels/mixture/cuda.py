@@ -1,21 +1,17 @@
 """CUDA mixture-of-Gaussians ops: one thread per row, running the CPU twin's row bodies."""
 
-import sys
 
 import numpy as np
 from numba import cuda, float64
 
-from .. import _rows
-from .._scalar import for_cuda
+from .. import launch as _launch
+from .. import mixture as _maths
+from .._scalar import device_maths
+from ..registry import cuda_op
 
-mog_logprob_row = for_cuda(_rows.mog_logprob_row)
-mog_logprob_bwd_row = for_cuda(_rows.mog_logprob_bwd_row)
-mog_sample_row = for_cuda(_rows.mog_sample_row)
-logsumexp_column = for_cuda(_rows.logsumexp_column)
+_maths = device_maths(_maths)
 
-__all__ = ["mog_logprob", "mog_logprob_bwd", "mog_sample", "logsumexp_cols"]
 
-_pkg = sys.modules[__package__]
 
 #: most mixture components a thread's local scratch holds
 MAX_COMPONENTS = 32
@@ -26,7 +22,7 @@ def _logprob_kernel(z, h, ncomp, bound, out):
     i = cuda.grid(1)
     if i < z.shape[0]:
         a = cuda.local.array(MAX_COMPONENTS, float64)
-        mog_logprob_row(z, h, ncomp, bound, out, a, i)
+        _maths.mog_logprob_row(z, h, ncomp, bound, out, a, i)
 
 
 @cuda.jit(cache=True)
@@ -34,21 +30,21 @@ def _bwd_kernel(dlp, z, h, ncomp, bound, dz, dh):
     i = cuda.grid(1)
     if i < z.shape[0]:
         a = cuda.local.array(MAX_COMPONENTS, float64)
-        mog_logprob_bwd_row(dlp, z, h, ncomp, bound, dz, dh, a, i)
+        _maths.mog_logprob_bwd_row(dlp, z, h, ncomp, bound, dz, dh, a, i)
 
 
 @cuda.jit(cache=True)
 def _sample_kernel(h, ncomp, bound, unif, eps, out):
     i = cuda.grid(1)
     if i < out.shape[0]:
-        mog_sample_row(h, ncomp, bound, unif, eps, out, i)
+        _maths.mog_sample_row(h, ncomp, bound, unif, eps, out, i)
 
 
 @cuda.jit(cache=True)
 def _logsumexp_kernel(a, out, resp):
     j = cuda.grid(1)
     if j < a.shape[1]:
-        logsumexp_column(a, out, resp, j)
+        _maths.logsumexp_column(a, out, resp, j)
 
 
 def _check(ncomp):
@@ -56,23 +52,27 @@ def _check(ncomp):
         raise ValueError(f"the CUDA mixture kernels hold at most {MAX_COMPONENTS} components, got {ncomp}")
 
 
+@cuda_op
 def mog_logprob(z, h, ncomp, bound, out):
-    """out[n] = sum_d log sum_c w_c N(z_nd; mu_c, s_c); h (N, 3 K D) as laid out in ``_rows``."""
+    """out[n] = sum_d log sum_c w_c N(z_nd; mu_c, s_c); h (N, 3 K D) as laid out in ``kernels.mixture._mog_terms``."""
     _check(ncomp)
-    _logprob_kernel[_pkg._grid(z.shape[0])](z, h, int(ncomp), np.dtype(z.dtype).type(bound), out)
+    _logprob_kernel[_launch.grid(z.shape[0])](z, h, int(ncomp), np.dtype(z.dtype).type(bound), out)
 
 
+@cuda_op
 def mog_logprob_bwd(dlp, z, h, ncomp, bound, dz, dh):
     """VJP of mog_logprob: dz (its direct part) and dh, both written."""
     _check(ncomp)
-    _bwd_kernel[_pkg._grid(z.shape[0])](dlp, z, h, int(ncomp), np.dtype(z.dtype).type(bound), dz, dh)
+    _bwd_kernel[_launch.grid(z.shape[0])](dlp, z, h, int(ncomp), np.dtype(z.dtype).type(bound), dz, dh)
 
 
+@cuda_op
 def mog_sample(h, ncomp, bound, unif, eps, out):
     """out[n, d] = mu_c + s_c eps[n, d] with c drawn from the weights by unif[n, d]."""
-    _sample_kernel[_pkg._grid(out.shape[0])](h, int(ncomp), np.dtype(out.dtype).type(bound), unif, eps, out)
+    _sample_kernel[_launch.grid(out.shape[0])](h, int(ncomp), np.dtype(out.dtype).type(bound), unif, eps, out)
 
 
+@cuda_op
 def logsumexp_cols(a, out, resp):
     """out[n] = log sum_k exp a[k, n] for a (K, N); resp[k, n] = exp(a[k, n] - out[n])."""
-    _logsumexp_kernel[_pkg._grid(a.shape[1])](a, out, resp)
+    _logsumexp_kernel[_launch.grid(a.shape[1])](a, out, resp)

@@ -1,36 +1,31 @@
 """CUDA batch-norm ops: one thread per column, running the CPU twin's column bodies
-(``nfcore.kernels._rows``). Columns are independent, so nothing is shared between threads."""
+(``nfcore.kernels.batchnorm``). Columns are independent, so nothing is shared between threads."""
 
-import sys
 
 import numpy as np
 from numba import cuda
 
-from .. import _rows
-from .._scalar import for_cuda
+from .. import batchnorm as _maths
+from .. import launch as _launch
+from .._scalar import device_maths
+from ..registry import cuda_op
 
-mean_var_column = for_cuda(_rows.mean_var_column)
-batchnorm_coeffs_element = for_cuda(_rows.batchnorm_coeffs_element)
-batchnorm_column_bwd = for_cuda(_rows.batchnorm_column_bwd)
+_maths = device_maths(_maths)
 
-__all__ = ["col_mean_var", "batchnorm_coeffs", "batchnorm_bwd"]
-
-# the package (nfcore.kernels.cuda) holds the launch settings; read them at call time so tests can shrink them
-_pkg = sys.modules[__package__]
 
 
 @cuda.jit(cache=True)
 def _mean_var_kernel(x, mean, var):
     j = cuda.grid(1)
     if j < x.shape[1]:
-        mean_var_column(x, mean, var, j)
+        _maths.mean_var_column(x, mean, var, j)
 
 
 @cuda.jit(cache=True)
 def _coeffs_kernel(mean, var, log_gamma, beta, eps, logscale, loc):
     j = cuda.grid(1)
     if j < mean.shape[0]:
-        batchnorm_coeffs_element(mean, var, log_gamma, beta, eps, logscale, loc, j)
+        _maths.batchnorm_coeffs_element(mean, var, log_gamma, beta, eps, logscale, loc, j)
 
 
 @cuda.jit(cache=True)
@@ -40,21 +35,24 @@ def _bwd_kernel(dout, dlogdet, y, mean, var, log_gamma, eps, batch_stats, sign, 
         g = 0.0
         for i in range(dlogdet.shape[0]):  # each column's thread sums the log-det cotangent itself
             g += dlogdet[i]
-        batchnorm_column_bwd(dout, g, y, mean, var, log_gamma, eps, batch_stats, sign, din, dlog_gamma, dbeta, j)
+        _maths.batchnorm_column_bwd(dout, g, y, mean, var, log_gamma, eps, batch_stats, sign, din, dlog_gamma, dbeta, j)
 
 
+@cuda_op
 def col_mean_var(x, mean, var):
     """mean[j], var[j] = the mean and biased variance of column j of x (N, D), two-pass."""
-    _mean_var_kernel[_pkg._grid(x.shape[1])](x, mean, var)
+    _mean_var_kernel[_launch.grid(x.shape[1])](x, mean, var)
 
 
+@cuda_op
 def batchnorm_coeffs(mean, var, log_gamma, beta, eps, logscale, loc):
     """logscale = lg - 0.5 log(var + eps); loc = beta - mean * exp(logscale) (the diag_affine form)."""
-    _coeffs_kernel[_pkg._grid(mean.shape[0])](mean, var, log_gamma, beta, np.dtype(mean.dtype).type(eps), logscale,
+    _coeffs_kernel[_launch.grid(mean.shape[0])](mean, var, log_gamma, beta, np.dtype(mean.dtype).type(eps), logscale,
                                                loc)
 
 
+@cuda_op
 def batchnorm_bwd(dout, dlogdet, y, mean, var, log_gamma, eps, batch_stats, sign, din, dlog_gamma, dbeta):
-    """VJP of the batch-norm map (see ``_rows.batchnorm_column_bwd``); accumulates dlog_gamma, dbeta."""
-    _bwd_kernel[_pkg._grid(dout.shape[1])](dout, dlogdet, y, mean, var, log_gamma, np.dtype(dout.dtype).type(eps),
+    """VJP of the batch-norm map (see ``_maths.batchnorm_column_bwd``); accumulates dlog_gamma, dbeta."""
+    _bwd_kernel[_launch.grid(dout.shape[1])](dout, dlogdet, y, mean, var, log_gamma, np.dtype(dout.dtype).type(eps),
                                            int(batch_stats), int(sign), din, dlog_gamma, dbeta)

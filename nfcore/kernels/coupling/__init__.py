@@ -5,38 +5,97 @@ The conditioner output ``h`` is ``(N, 2B)`` for affine coupling (shift in column
 lists the B transformed columns of the ``(N, D)`` input. Untransformed columns are copied.
 The forward and inverse maps also write the clamped log-scales ``ls`` (N, B), which their
 backward passes read instead of recomputing them (one exp per element instead of three
-transcendentals). The per-row math lives in ``nfcore.kernels._rows`` (shared with CUDA).
+transcendentals). The per-row maths is above the loops (shared with CUDA).
 
 float32 takes a second route (``_affine_map32``, ``_affine_*_bwd32``): its exponentials run in flat, vectorised loops
 with ``fast32.exp32`` (libm's expf does not vectorise); with every column transformed in order
-(MAF, IAF) the whole map is one flat loop. Same formulas; measured at N=4096, D=B=8: the inverse
-map 292 -> 118 us, its VJP 162 -> 79 us.
+(MAF, IAF) the whole map is one flat loop. Same formulas, less than half the time
+(figures: benchmarks/RESULTS.md, "Measurements behind the code").
 """
+
+import math
 
 import numpy as np
 from numba import njit
 
-from .._rows import (
-    additive_bwd_row,
-    additive_row,
-    affine_fwd_bwd_row,
-    affine_fwd_row,
-    affine_inv_bwd_row,
-    affine_inv_row,
-)
-from .._scalar import softclamp_grad
+from .._scalar import element, softclamp, softclamp_grad
+from ..registry import cpu_kernel, cpu_op
 from .fast32 import exp32, softclamp32
 
-__all__ = [
-    "affine_coupling_fwd",
-    "affine_coupling_inv",
-    "affine_coupling_fwd_bwd",
-    "affine_coupling_inv_bwd",
-    "additive_coupling",
-    "additive_coupling_bwd",
-]
-
 _jit = njit(cache=True, error_model="numpy")  # numpy semantics: no zero-division branch, loops vectorise
+
+
+# -- element maths, shared with the CUDA kernels (``for_cuda``) --------------------
+
+
+@element
+def affine_map_row(a, h, idx_b, bound, b, logdet, ls, i, expand):
+    """Row i of the affine coupling map, ls = softclamp(h_s) (kept for backward), t = h_t:
+    expand: b_B = a_B e^ls + t, logdet[i] = sum_B ls; else b_B = (a_B - t) e^-ls, logdet[i] = -sum_B ls.
+    Columns outside B are copied."""
+    nb = idx_b.shape[0]
+    for j in range(a.shape[1]):
+        b[i, j] = a[i, j]
+    acc = 0.0
+    for j in range(nb):
+        c = idx_b[j]
+        v = softclamp(h[i, nb + j], bound)
+        ls[i, j] = v
+        if expand:
+            b[i, c] = a[i, c] * math.exp(v) + h[i, j]
+            acc += v
+        else:
+            b[i, c] = (a[i, c] - h[i, j]) * math.exp(-v)
+            acc -= v
+    logdet[i] = acc
+
+
+@element
+def affine_map_vjp_row(db, dlogdet, x, ls, idx_b, bound, da, dh, i, expand):
+    """Row i of the map's VJP from the saved log-scales ls (one exp, no softclamp), x the map's
+    input when expand, its output otherwise; raw' = softclamp' = 1 - (ls/bound)^2:
+    expand:  da_B = db_B e^ls, dt = db_B, d raw = (db_B x_B e^ls + dlogdet) raw';
+    else:    da_B = db_B e^-ls, dt = -da_B, d raw = (-db_B x_B - dlogdet) raw'.
+    Columns outside B: da = db."""
+    nb = idx_b.shape[0]
+    for j in range(x.shape[1]):
+        da[i, j] = db[i, j]
+    for j in range(nb):
+        c = idx_b[j]
+        v = ls[i, j]
+        g = db[i, c]
+        if expand:
+            s = math.exp(v)
+            da[i, c] = g * s
+            dh[i, j] = g
+            dh[i, nb + j] = (g * x[i, c] * s + dlogdet[i]) * softclamp_grad(v, bound)
+        else:
+            gi = g * math.exp(-v)
+            da[i, c] = gi
+            dh[i, j] = -gi
+            dh[i, nb + j] = (-g * x[i, c] - dlogdet[i]) * softclamp_grad(v, bound)
+
+
+@element
+def additive_row(x, h, idx_b, sign, out, i):
+    """Row i: out = x with out_b = x_b + sign * t."""
+    for j in range(x.shape[1]):
+        out[i, j] = x[i, j]
+    for j in range(idx_b.shape[0]):
+        c = idx_b[j]
+        out[i, c] = x[i, c] + sign * h[i, j]
+
+
+@element
+def additive_bwd_row(dout, idx_b, sign, din, dh, i):
+    """Row i of additive coupling's VJP: din = dout; dt = sign * dout_b."""
+    for j in range(dout.shape[1]):
+        din[i, j] = dout[i, j]
+    for j in range(idx_b.shape[0]):
+        dh[i, j] = sign * dout[i, idx_b[j]]
+
+
+# -- CPU loops --------------------------------------------------------------------------------------
 
 
 def _fast32(ls):
@@ -49,22 +108,25 @@ def _flat(a, b, idx_b):
     return idx_b.shape[0] == a.shape[1] and a.flags.c_contiguous and b.flags.c_contiguous
 
 
+@cpu_op
 def affine_coupling_fwd(x, h, idx_b, bound, z, logdet, ls):
     """z_b = x_b * exp(ls) + t, ls = bound * tanh(h_s / bound); logdet[n] = sum_b ls."""
     if _fast32(ls):
         _affine_map32(x, h, idx_b, bound, z, logdet, ls, _flat(x, z, idx_b), True)
     else:
-        _affine_fwd(x, h, idx_b, bound, z, logdet, ls)
+        _affine_map(x, h, idx_b, bound, z, logdet, ls, True)
 
 
+@cpu_op
 def affine_coupling_inv(z, h, idx_b, bound, x, logdet, ls):
     """x_b = (z_b - t) * exp(-ls); logdet[n] = -sum_b ls."""
     if _fast32(ls):
         _affine_map32(z, h, idx_b, bound, x, logdet, ls, _flat(z, x, idx_b), False)
     else:
-        _affine_inv(z, h, idx_b, bound, x, logdet, ls)
+        _affine_map(z, h, idx_b, bound, x, logdet, ls, False)
 
 
+@cpu_op
 def affine_coupling_fwd_bwd(dz, dlogdet, x, ls, idx_b, bound, dx, dh):
     """VJP of affine_coupling_fwd.
 
@@ -73,9 +135,10 @@ def affine_coupling_fwd_bwd(dz, dlogdet, x, ls, idx_b, bound, dx, dh):
     if _fast32(ls):
         _affine_fwd_bwd32(dz, dlogdet, x, ls, idx_b, bound, dx, dh, _flat(dz, dx, idx_b))
     else:
-        _affine_fwd_bwd(dz, dlogdet, x, ls, idx_b, bound, dx, dh)
+        _affine_map_vjp(dz, dlogdet, x, ls, idx_b, bound, dx, dh, True)
 
 
+@cpu_op
 def affine_coupling_inv_bwd(dx, dlogdet, x, ls, idx_b, bound, dz, dh):
     """VJP of affine_coupling_inv, given its *output* x.
 
@@ -85,31 +148,19 @@ def affine_coupling_inv_bwd(dx, dlogdet, x, ls, idx_b, bound, dz, dh):
     if _fast32(ls):
         _affine_inv_bwd32(dx, dlogdet, x, ls, idx_b, bound, dz, dh, _flat(dx, dz, idx_b))
     else:
-        _affine_inv_bwd(dx, dlogdet, x, ls, idx_b, bound, dz, dh)
+        _affine_map_vjp(dx, dlogdet, x, ls, idx_b, bound, dz, dh, False)
 
 
 @_jit
-def _affine_fwd(x, h, idx_b, bound, z, logdet, ls):
+def _affine_map(a, h, idx_b, bound, b, logdet, ls, expand):
+    for i in range(a.shape[0]):
+        affine_map_row(a, h, idx_b, bound, b, logdet, ls, i, expand)
+
+
+@_jit
+def _affine_map_vjp(db, dlogdet, x, ls, idx_b, bound, da, dh, expand):
     for i in range(x.shape[0]):
-        affine_fwd_row(x, h, idx_b, bound, z, logdet, ls, i)
-
-
-@_jit
-def _affine_inv(z, h, idx_b, bound, x, logdet, ls):
-    for i in range(z.shape[0]):
-        affine_inv_row(z, h, idx_b, bound, x, logdet, ls, i)
-
-
-@_jit
-def _affine_fwd_bwd(dz, dlogdet, x, ls, idx_b, bound, dx, dh):
-    for i in range(x.shape[0]):
-        affine_fwd_bwd_row(dz, dlogdet, x, ls, idx_b, bound, dx, dh, i)
-
-
-@_jit
-def _affine_inv_bwd(dx, dlogdet, x, ls, idx_b, bound, dz, dh):
-    for i in range(x.shape[0]):
-        affine_inv_bwd_row(dx, dlogdet, x, ls, idx_b, bound, dz, dh, i)
+        affine_map_vjp_row(db, dlogdet, x, ls, idx_b, bound, da, dh, i, expand)
 
 
 # -- float32: flat exponential passes (fast32.exp32), then row loops ---------------------------
@@ -184,7 +235,7 @@ def _affine_map32(a, h, idx_b, bound, b, logdet, ls, flat, expand):
     if _in_order(idx_b, flat):
         _split_h(h, b, ls)  # b holds the shift until the flat loop overwrites it
         lf, af, bf = ls.reshape(n * nb), a.reshape(n * nb), b.reshape(n * nb)
-        if expand:  # two loops: a branch inside the loop measured 118 -> 196 us (4096 x 8)
+        if expand:  # two loops: a branch inside the loop stops it vectorising
             for k in range(n * nb):
                 v = softclamp32(lf[k], bound)
                 lf[k] = v
@@ -258,14 +309,14 @@ def _affine_inv_bwd32(dx, dlogdet, x, ls, idx_b, bound, dz, dh, flat):
             dh[i, nb + j] = (-dx[i, c] * x[i, c] - dlogdet[i]) * softclamp_grad(ls[i, j], bound)
 
 
-@_jit
+@cpu_kernel
 def additive_coupling(x, h, idx_b, sign, out):
     """out = x with out_b = x_b + sign * t (sign = +1 forward, -1 inverse); log-det 0."""
     for i in range(x.shape[0]):
         additive_row(x, h, idx_b, sign, out, i)
 
 
-@_jit
+@cpu_kernel
 def additive_coupling_bwd(dout, idx_b, sign, din, dh):
     """VJP of additive_coupling: din = dout; dt = sign * dout_b."""
     for i in range(dout.shape[0]):

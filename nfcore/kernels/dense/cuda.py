@@ -9,38 +9,19 @@ then the chunk sums are summed the same way, never ``+=`` from many threads into
 """
 
 import functools
-import sys
 
 import numba
 import numpy as np
 from numba import cuda
 
 from .. import _scalar
+from .. import launch as _launch
+from .._scalar import device_maths
+from ..array import cuda as _array
+from ..registry import cuda_op
 
-act_fwd = _scalar.for_cuda(_scalar.act_fwd)
-act_vjp = _scalar.for_cuda(_scalar.act_vjp)
+_act = device_maths(_scalar)
 
-__all__ = [
-    "linear_act",
-    "matmul",
-    "matmul_nt",
-    "matmul_tn_acc",
-    "masked_linear_act",
-    "masked_matmul_nt",
-    "masked_matmul_tn_acc",
-    "bias_act",
-    "bias_act_bwd",
-    "colsum_acc",
-    "add_inplace",
-    "gather_cols",
-    "scatter_add_cols",
-]
-
-#: edge of the square GEMM tiles: TILE x TILE threads per block, two TILE x (TILE + 1) shared arrays
-TILE = 16
-
-# the package (nfcore.kernels.cuda) holds the launch settings; read them at call time so tests can shrink them
-_pkg = sys.modules[__package__]
 
 
 # -- GEMM ------------------------------------------------------------------------------------
@@ -116,50 +97,59 @@ def _gemm_kernel(dtype, tile, trans_a, trans_b, accumulate):
 
 
 def _gemm(a, b, out, trans_a, trans_b, accumulate):
-    tile = int(TILE)
+    tile = int(_launch.TILE)
     kernel = _gemm_kernel(np.dtype(out.dtype), tile, trans_a, trans_b, accumulate)
     n, m = out.shape
     blocks = (max(1, -(-m // tile)), max(1, -(-n // tile)))
     kernel[blocks, (tile, tile)](a, b, out)
 
 
+@cuda_op
 def linear_act(x, w, b, code, alpha, out):
     """out = phi(x @ w + b): the tiled GEMM, then the fused bias + activation."""
     matmul(x, w, out)
     bias_act(out, b, code, alpha)
 
 
+@cuda_op
 def matmul(a, b, out):
     """out = a @ b, (N, K) @ (K, M) -> (N, M)."""
     _gemm(a, b, out, False, False, False)
 
 
+@cuda_op
 def matmul_nt(a, b, out):
     """out = a @ b.T, (N, M) @ (K, M).T -> (N, K): the input gradient of a linear layer."""
     _gemm(a, b, out, False, True, False)
 
 
+@cuda_op
 def matmul_tn_acc(a, b, out):
     """out += a.T @ b, (N, K).T @ (N, M) -> (K, M): the weight gradient, accumulated."""
     _gemm(a, b, out, True, False, True)
 
 
+@cuda_op
 def masked_linear_act(x, w, b, col_blocks, code, alpha, out):
     """out = phi(x @ w + b) for a masked w. The CPU twin skips w's zero rectangles (see
-    ``nfcore.kernels.cpu.dense``); here the tiled GEMM runs dense: the masked entries are zeros."""
+    ``nfcore.kernels.dense``); here the tiled GEMM runs dense: the masked entries are zeros."""
     linear_act(x, w, b, code, alpha, out)
 
 
+@cuda_op
 def masked_matmul_nt(a, w, row_blocks, out):
     """out = a @ w.T for a masked w (dense here, as ``masked_linear_act``)."""
     matmul_nt(a, w, out)
 
 
+@cuda_op
 def masked_matmul_tn_acc(a, b, mask, col_blocks, out):
     """out += (a.T @ b) * mask: a masked weight's gradient (dense product here, then masked)."""
-    tmp = _pkg.zeros(out.shape, out.dtype)
+    tmp = _array.zeros(out.shape, out.dtype)
     matmul_tn_acc(a, b, tmp)
-    _pkg.mask_mul_acc(tmp, mask, out)
+    from ..elementwise.cuda import mask_mul_acc  # here: elementwise.cuda imports this module
+
+    mask_mul_acc(tmp, mask, out)
 
 
 # -- bias, activation ------------------------------------------------------------------------
@@ -168,31 +158,29 @@ def masked_matmul_tn_acc(a, b, mask, col_blocks, out):
 @cuda.jit(cache=True)
 def _bias_act_kernel(h, b, code, alpha):
     t = cuda.grid(1)
-    m = h.shape[1]
-    if t < h.shape[0] * m:
-        i = t // m
-        j = t - i * m
-        h[i, j] = act_fwd(h[i, j] + b[j], code, alpha)
+    if t < h.size:
+        i, j = t // h.shape[1], t % h.shape[1]
+        h[i, j] = _act.act_fwd(h[i, j] + b[j], code, alpha)
 
 
 @cuda.jit(cache=True)
 def _bias_act_bwd_kernel(dy, y, code, alpha, dh):
     t = cuda.grid(1)
-    m = y.shape[1]
-    if t < y.shape[0] * m:
-        i = t // m
-        j = t - i * m
-        dh[i, j] = act_vjp(dy[i, j], y[i, j], code, alpha)
+    if t < y.size:
+        i, j = t // y.shape[1], t % y.shape[1]
+        dh[i, j] = _act.act_vjp(dy[i, j], y[i, j], code, alpha)
 
 
+@cuda_op
 def bias_act(h, b, code, alpha):
     """h[n, j] = phi(h[n, j] + b[j]) in place; h is (N, M), b is (M,)."""
-    _bias_act_kernel[_pkg._grid(h.size)](h, b, code, alpha)
+    _bias_act_kernel[_launch.grid(h.size)](h, b, code, alpha)
 
 
+@cuda_op
 def bias_act_bwd(dy, y, code, alpha, dh, db):
     """dh = dy * phi'(x) with phi' written through the output y = phi(x); db += sum_n dh."""
-    _bias_act_bwd_kernel[_pkg._grid(y.size)](dy, y, code, alpha, dh)
+    _bias_act_bwd_kernel[_launch.grid(y.size)](dy, y, code, alpha, dh)
     colsum_acc(dh, db)
 
 
@@ -201,13 +189,13 @@ def bias_act_bwd(dy, y, code, alpha, dh, db):
 
 def _column_chunks(rows):
     """(rows per chunk, number of chunks) of a column reduction over ``rows`` rows."""
-    chunk = max(1, int(_pkg.ROWS_PER_CHUNK), -(-rows // 65535))  # the grid's y extent is at most 65535
+    chunk = max(1, int(_launch.ROWS_PER_CHUNK), -(-rows // 65535))  # the grid's y extent is at most 65535
     return chunk, max(1, -(-rows // chunk))
 
 
 def _column_grid(cols, nchunks):
     """Launch configuration with one thread per (column, chunk)."""
-    blocks, tpb = _pkg._grid(cols)
+    blocks, tpb = _launch.grid(cols)
     return (blocks, nchunks), tpb
 
 
@@ -244,6 +232,7 @@ def _colsum_kernel(a, chunk, part, accumulate):
             part[c, j] = acc
 
 
+@cuda_op
 def colsum_acc(a, out):
     """out[j] += sum_n a[n, j]: the bias gradient (a thread per column and row chunk; no race)."""
     rows, cols = a.shape
@@ -256,9 +245,10 @@ def colsum_acc(a, out):
 # -- element-wise sums, column gathers -------------------------------------------------------
 
 
+@cuda_op
 def add_inplace(a, b):
     """a += b element-wise (2-D)."""
-    _pkg.iadd(a, b)
+    _array.iadd(a, b)
 
 
 @cuda.jit(cache=True)
@@ -281,11 +271,13 @@ def _scatter_add_cols_kernel(src, idx, out):
         out[i, idx[j]] += src[i, j]  # idx distinct: every (i, idx[j]) has exactly one writer
 
 
+@cuda_op
 def gather_cols(x, idx, out, offset):
     """out[n, offset + j] = x[n, idx[j]] (assembles a conditioner input in place)."""
-    _gather_cols_kernel[_pkg._grid(x.shape[0] * idx.shape[0])](x, idx, out, offset)
+    _gather_cols_kernel[_launch.grid(x.shape[0] * idx.shape[0])](x, idx, out, offset)
 
 
+@cuda_op
 def scatter_add_cols(src, idx, out):
     """out[n, idx[j]] += src[n, j] for j < len(idx) (idx distinct; extra src columns ignored)."""
-    _scatter_add_cols_kernel[_pkg._grid(out.shape[0] * idx.shape[0])](src, idx, out)
+    _scatter_add_cols_kernel[_launch.grid(out.shape[0] * idx.shape[0])](src, idx, out)

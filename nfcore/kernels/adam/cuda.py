@@ -1,28 +1,26 @@
 """CUDA Adam: one fused pass over the flat parameter buffer, one thread per element."""
 
-import sys
 
 import numpy as np
 from numba import cuda
 
-from .. import _rows
-from .._scalar import for_cuda
+from .. import adam as _maths
+from .. import launch as _launch
+from .._scalar import device_maths
+from ..registry import cuda_op
 
-adam_element = for_cuda(_rows.adam_element)
+_maths = device_maths(_maths)
 
-__all__ = ["adam_update"]
-
-# the package (nfcore.kernels.cuda) holds the launch settings; read them at call time so tests can shrink them
-_pkg = sys.modules[__package__]
 
 
 @cuda.jit(cache=True)
 def _adam_kernel(p, g, m, v, lr, beta1, c1, beta2, c2, eps, weight_decay, bc1, bc2):
     i = cuda.grid(1)
     if i < p.shape[0]:
-        adam_element(p, g, m, v, lr, beta1, c1, beta2, c2, eps, weight_decay, bc1, bc2, i)
+        _maths.adam_element(p, g, m, v, lr, beta1, c1, beta2, c2, eps, weight_decay, bc1, bc2, i)
 
 
+@cuda_op
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
     """Bias-corrected Adam with decoupled weight decay (AdamW) over 1-D buffers, in place.
 
@@ -33,6 +31,6 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
     bc1 = 1.0 - float(beta1) ** int(step)
     bc2 = 1.0 - float(beta2) ** int(step)
     t = np.dtype(p.dtype).type  # constants in the buffers' dtype, as on the CPU
-    _adam_kernel[_pkg._grid(p.shape[0])](
+    _adam_kernel[_launch.grid(p.shape[0])](
         p, g, m, v, t(lr), t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(eps), t(weight_decay), t(bc1), t(bc2)
     )

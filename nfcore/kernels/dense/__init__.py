@@ -11,33 +11,18 @@ from numba import njit
 
 from ...threads import blas_threads
 from .._scalar import ACT_RELU, act_fwd, act_vjp, relu_vjp
-from .elementwise import mask_mul_acc
-from .memory import pooled_empty
+from ..array.memory import pooled_empty
+from ..elementwise import mask_mul_acc
+from ..registry import cpu_kernel, cpu_op
 
 _jit = njit(cache=True, error_model="numpy")
 
-__all__ = [
-    "linear_act",
-    "matmul",
-    "matmul_nt",
-    "matmul_tn_acc",
-    "masked_linear_act",
-    "masked_matmul_nt",
-    "masked_matmul_tn_acc",
-    "bias_act",
-    "bias_act_bwd",
-    "colsum_acc",
-    "add_inplace",
-    "gather_cols",
-    "scatter_add_cols",
-]
 
-
+@cpu_op
 def linear_act(x, w, b, code, alpha, out):
     """out = phi(x @ w + b): (N, K) @ (K, M) + (M,) -> (N, M)."""
     if x.shape[1] == 1:
-        # numpy's matmul does not reach BLAS for K = 1: 300 us for (4096, 1) @ (1, 64),
-        # against ~50 us for this loop (and ~20 us for numpy at K = 2)
+        # numpy's matmul does not reach BLAS for K = 1 and is ~6x slower than this loop there
         _outer(x, w, out)
     else:
         np.matmul(x, w, out=out)
@@ -54,21 +39,25 @@ def _outer(x, w, out):
             out[i, j] = xv * w[0, j]
 
 
+@cpu_op
 def matmul(a, b, out):
     """out = a @ b, (N, K) @ (K, M) -> (N, M)."""
     np.matmul(a, b, out=out)
 
 
+@cpu_op
 def matmul_nt(a, b, out):
     """out = a @ b.T, (N, M) @ (K, M).T -> (N, K): the input gradient of a linear layer."""
     np.matmul(a, b.T, out=out)
 
 
+@cpu_op
 def matmul_tn_acc(a, b, out):
     """out += a.T @ b, (N, K).T @ (N, M) -> (K, M): the weight gradient, accumulated."""
     out += a.T @ b
 
 
+@cpu_op
 def bias_act(h, b, code, alpha):
     """h[n, j] = phi(h[n, j] + b[j]) in place; h is (N, M), b is (M,).
 
@@ -79,14 +68,14 @@ def bias_act(h, b, code, alpha):
     _bias_act(h, b, code, h.dtype.type(alpha))
 
 
+@cpu_op
 def bias_act_bwd(dy, y, code, alpha, dh, db):
     """dh = dy * phi'(x) (phi' written through the output y = phi(x)); db += sum_n dh.
 
-    ReLU (MADE's and the MLPs' default) runs one fused pass with a per-column accumulator
-    (4096x128 float32: 77 against 122 us for two passes, cache-resident). Other activations
-    take two passes: their kernel selects phi' by ``code``, and an accumulator in that loop
-    stops LLVM from unswitching and vectorising it (measured 37 us -> 1.3 ms on 4096x64); the
-    column sum is then its own vectorised pass.
+    ReLU (MADE's and the MLPs' default) runs one fused pass with a per-column accumulator. Other
+    activations take two passes: their kernel selects phi' by ``code``, and an accumulator in
+    that loop stops LLVM from unswitching and vectorising it; the column sum is then its own
+    vectorised pass (figures: benchmarks/RESULTS.md, "Measurements behind the code").
     """
     if code == ACT_RELU:
         _relu_bwd_colsum(dy, y, dh, db)
@@ -124,7 +113,7 @@ def _bias_act_bwd(dy, y, code, alpha, dh):
             dh[i, j] = act_vjp(dy[i, j], y[i, j], code, alpha)
 
 
-@_jit
+@cpu_kernel
 def colsum_acc(a, out):
     """out[j] += sum_n a[n, j]: the bias gradient (rows reduced serially, no race)."""
     n, m = a.shape
@@ -133,7 +122,7 @@ def colsum_acc(a, out):
             out[j] += a[i, j]
 
 
-@_jit
+@cpu_kernel
 def add_inplace(a, b):
     """a += b element-wise (2-D)."""
     n, m = a.shape
@@ -142,7 +131,7 @@ def add_inplace(a, b):
             a[i, j] += b[i, j]
 
 
-@_jit
+@cpu_kernel
 def gather_cols(x, idx, out, offset):
     """out[n, offset + j] = x[n, idx[j]] (assembles a conditioner input in place)."""
     n = x.shape[0]
@@ -152,7 +141,7 @@ def gather_cols(x, idx, out, offset):
             out[i, offset + j] = x[i, idx[j]]
 
 
-@_jit
+@cpu_kernel
 def scatter_add_cols(src, idx, out):
     """out[n, idx[j]] += src[n, j] for j < len(idx) (idx distinct; extra src columns ignored)."""
     n = out.shape[0]
@@ -172,10 +161,8 @@ def scatter_add_cols(src, idx, out):
 
 _BLOCK_MIN_ROWS = 16  # below this the extra calls cost more than the multiply-adds they save
 #: with several BLAS threads, blocks pay only when they are big enough for BLAS to split them too:
-#: a mean of at least this many multiply-adds per block. Measured (2 threads, float32, MADE 2x128
-#: at D=8, hidden layer, forward + both VJPs): batch 256 (0.74M per block) dense 161 us against
-#: 241 us in blocks; batch 384 equal; batch 512 (1.5M) blocks 267 against 298 us; MADE 2x512 at
-#: D=64, batch 256 (10M) blocks 1554 against 2180 us. One thread: blocks win from 16 rows.
+#: a mean of at least this many multiply-adds per block; with one thread, blocks win from 16 rows
+#: (figures: benchmarks/RESULTS.md, "Measurements behind the code")
 _THREADED_BLOCK_MACS = 1 << 20
 
 
@@ -191,6 +178,7 @@ def _blocks_pay(rows, blocks):
     return blas_threads() == 1 or rows * _mean_block_area(blocks) >= _THREADED_BLOCK_MACS
 
 
+@cpu_op
 def masked_linear_act(x, w, b, col_blocks, code, alpha, out):
     """out = phi(x @ w + b), touching only the column blocks' rectangles of w."""
     if not _blocks_pay(x.shape[0], col_blocks):
@@ -204,6 +192,7 @@ def masked_linear_act(x, w, b, col_blocks, code, alpha, out):
     _bias_act(out, b, code, out.dtype.type(alpha))
 
 
+@cpu_op
 def masked_matmul_nt(a, w, row_blocks, out):
     """out = a @ w.T, (N, M) @ (K, M).T -> (N, K), touching only the row blocks' rectangles."""
     if not _blocks_pay(a.shape[0], row_blocks):
@@ -216,6 +205,7 @@ def masked_matmul_nt(a, w, row_blocks, out):
             out[:, r0:r1] = 0
 
 
+@cpu_op
 def masked_matmul_tn_acc(a, b, mask, col_blocks, out):
     """out += (a.T @ b) * mask: a masked weight's gradient, the products only on the column
     blocks' rectangles (the plan covers every nonzero of the mask)."""

@@ -1,5 +1,5 @@
 """CUDA kernel of the fast sequential pass of an affine autoregressive layer (MAF sampling, IAF
-density, the autoregressive prior's sampling): the twin of ``kernels.cpu.autoregressive``.
+density, the autoregressive prior's sampling): the twin of ``kernels.autoregressive``.
 
 One block per sample (row). For each position k of the order, the block's threads first sum
 the variable's parameters from the last hidden layer's units of degree <= k (strided partial
@@ -13,23 +13,25 @@ Weights come padded into one array per kind (units sorted by degree, inputs in o
 position): ``w_all`` (L, H_max, K_max) with ``w_all[l, s, :K_l]`` unit s's weights, ``b_all``
 (L, H_max); ``counts`` (L, D + 1) units of degree <= m; ``wo`` (D, P, H_L), ``bo`` (D, P) the
 output layer per position (P = 2: mu, raw alpha; P = 3K: a mixture's logits, means, raw
-log-scales). ``transforms.autoregressive.made_sequential_cuda`` builds them.
+log-scales). ``transforms.autoregressive.made_sequential`` builds them (for both backends).
 """
 
-import sys
 
 from numba import cuda
 
-from .. import _rows
-from .._scalar import act_fwd, for_cuda
+from .. import _scalar
+from .. import autoregressive as _maths
+from .. import launch as _launch
+from .. import mixture as _mixture
+from .._scalar import device_maths
+from ..array import cuda as _array
+from ..registry import cuda_op
 
-__all__ = ["ar_sequential"]
+_maths = device_maths(_maths)
+_mixture = device_maths(_mixture)
+_act = device_maths(_scalar)
 
-_act_fwd = for_cuda(act_fwd)
-_ar_affine_element = for_cuda(_rows.ar_affine_element)
-_mog_sample_row = for_cuda(_rows.mog_sample_row)
 
-_pkg = sys.modules[__package__]
 _MAX_THREADS = 64  # a step computes ~H / D units per layer: wider blocks would idle
 
 
@@ -78,11 +80,11 @@ def _ar_kernel(y, order, w_all, b_all, counts, codes, alphas, ctx_part, use_ctx,
                 for q in range(nt):
                     s0 += part[r, 0, q]
                     s1 += part[r, 1, q]
-                val, lda = _ar_affine_element(y[r, v], s0, s1, bound, mode == 1)
+                val, lda = _maths.ar_affine_element(y[r, v], s0, s1, bound, mode == 1)
                 xp[r, k] = val
                 logdet[r] += lda
             else:
-                _mog_sample_row(par[r : r + 1], npar // 3, bound, unif[r : r + 1, v : v + 1],
+                _mixture.mog_sample_row(par[r : r + 1], npar // 3, bound, unif[r : r + 1, v : v + 1],
                                 eps[r : r + 1, v : v + 1], xp[r : r + 1, k : k + 1], 0)
         cuda.syncthreads()
         for li in range(n_layers):
@@ -100,7 +102,7 @@ def _ar_kernel(y, order, w_all, b_all, counts, codes, alphas, ctx_part, use_ctx,
                 else:
                     for j in range(kin):
                         z += h_buf[r, li - 1, j] * w_all[li, s, j]
-                h_buf[r, li, s] = _act_fwd(z, code, alpha)
+                h_buf[r, li, s] = _act.act_fwd(z, code, alpha)
                 s += nt
             cuda.syncthreads()
     j = t
@@ -109,6 +111,7 @@ def _ar_kernel(y, order, w_all, b_all, counts, codes, alphas, ctx_part, use_ctx,
         j += nt
 
 
+@cuda_op
 def ar_sequential(y, order, w_all, b_all, counts, codes, alphas, ctx_part, wo, bo, bound, mode, unif, eps, out,
                   logdet):
     """out, logdet of a sequential pass (device arrays; see the module docstring for the layout).
@@ -121,16 +124,16 @@ def ar_sequential(y, order, w_all, b_all, counts, codes, alphas, ctx_part, wo, b
     n_layers, hmax = b_all.shape
     npar = wo.shape[1]
     dt = y.dtype
-    threads = max(1, min(_pkg.THREADS_PER_BLOCK, _MAX_THREADS))
-    h_buf = _pkg.zeros((n, n_layers, hmax), dt)  # units never computed (none in practice) read as 0, as on the CPU
-    xp = _pkg.empty((n, d), dt)
-    part = _pkg.empty((n, 2, threads), dt)
-    par = _pkg.empty((n, npar), dt)
+    threads = max(1, min(_launch.THREADS_PER_BLOCK, _MAX_THREADS))
+    h_buf = _array.zeros((n, n_layers, hmax), dt)  # units never computed (none in practice) read as 0, as on the CPU
+    xp = _array.empty((n, d), dt)
+    part = _array.empty((n, 2, threads), dt)
+    par = _array.empty((n, npar), dt)
     use_ctx = ctx_part.shape[0] > 0
     if not use_ctx:
-        ctx_part = _pkg.empty((1, 1), dt)
+        ctx_part = _array.empty((1, 1), dt)
     if unif is None or unif.shape[0] == 0:
-        unif = eps = _pkg.empty((1, 1), dt)
+        unif = eps = _array.empty((1, 1), dt)
     if n:
         _ar_kernel[n, threads](y, order, w_all, b_all, counts, codes, alphas, ctx_part, use_ctx, wo, bo,
                                dt.type(bound), mode, unif, eps, h_buf, xp, part, par, out, logdet)

@@ -11,38 +11,55 @@ BLAS runs inside, so no thread pools compete.
 """
 
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
-from .._rows import ar_affine_element, mog_sample_row
-from .._scalar import act_fwd
-
-__all__ = ["ar_sequential"]
+from .._scalar import act_fwd, element, softclamp
+from ..mixture import mog_sample_row
+from ..registry import cpu_op
 
 TILE = 8  # rows per tile: they share each weight row while it sits in L1
 
 
-# reassoc lets LLVM vectorise the inner products (a strict left-to-right sum cannot be; the
-# unit-major alternative without it measured 2.2x slower); nothing here is differentiated,
+# -- element maths, shared with the CUDA kernels (``for_cuda``) --------------------
+
+
+@element
+def ar_affine_element(y, mu, raw, bound, expand):
+    """One variable of an autoregressive layer's sequential pass (the CPU and CUDA kernels):
+    (its value, its log-det term): expand: y e^a + mu, +a; else (y - mu) e^-a, -a; a = softclamp(raw)."""
+    a = softclamp(raw, bound)
+    if expand:
+        return y * math.exp(a) + mu, a
+    return (y - mu) * math.exp(-a), -a
+
+
+# -- CPU loops --------------------------------------------------------------------------------------
+
+
+# reassoc lets LLVM vectorise the inner products (a strict left-to-right sum cannot be, and the
+# unit-major alternative without it is slower); nothing here is differentiated,
 # and no flag that assumes away NaN or inf is set
+@cpu_op
 @njit(cache=True, error_model="numpy", parallel=True, fastmath={"reassoc", "contract"})
-def ar_sequential(y, order, wts, bs, counts, codes, alphas, ctx_part, wo, bo, bound, mode, unif, eps, out, logdet):
+def ar_sequential(y, order, w_all, b_all, counts, codes, alphas, ctx_part, wo, bo, bound, mode, unif, eps, out,
+                  logdet):
     """out, logdet of a sequential pass. mode 0: out = (y - mu) e^-a (IAF density); 1: out = y e^a
     + mu (MAF sampling); 2: out = a draw from the variable's Gaussian mixture with the noise
     unif, eps (the autoregressive prior's sampling; y unused, logdet 0).
 
-    y, out: (N, D); order: (D,) variables in order; wts[l]: (H_l, K_l) masked weights, units
-    sorted by degree (layer 0's K_0 columns: inputs in order position); bs[l]: (H_l,) sorted
-    biases; counts: (L, D + 1) units of degree <= m; codes, alphas: activations per layer;
-    ctx_part: (N, H_0) the context's share of layer 0 (or (0, 0)); wo: (D, P, H_L) output
-    weights per position (P = 2: mu, raw alpha; P = 3K: logits, means, raw log-scales of the K
-    components); bo: (D, P).
+    y, out: (N, D); order: (D,) variables in order; w_all: (L, H_max, K_max) masked weights,
+    padded, with w_all[l, s, :K_l] unit s's weights, units sorted by degree (layer 0's inputs in
+    order position); b_all: (L, H_max) sorted biases; counts: (L, D + 1) units of degree <= m;
+    codes, alphas: activations per layer; ctx_part: (N, H_0) the context's share of layer 0 (or
+    (0, 0)); wo: (D, P, H_L) output weights per position (P = 2: mu, raw alpha; P = 3K: logits,
+    means, raw log-scales of the K components); bo: (D, P); unif, eps: (N, D) noise (mode 2) or
+    (0, 0). The CUDA twin (``autoregressive.cuda``) takes the same arguments.
     """
     n, d = y.shape
-    n_layers = len(wts)
-    hmax = 1
-    for li in range(n_layers):
-        hmax = max(hmax, wts[li].shape[0])
+    n_layers, hmax = b_all.shape
     use_ctx = ctx_part.shape[0] > 0
     n_tiles = (n + TILE - 1) // TILE
     for t in prange(n_tiles):
@@ -83,8 +100,8 @@ def ar_sequential(y, order, wts, bs, counts, codes, alphas, ctx_part, wo, bo, bo
             for li in range(n_layers):
                 s0 = counts[li, k]
                 s1 = counts[li, k + 1]
-                w = wts[li]
-                b = bs[li]
+                w = w_all[li]
+                b = b_all[li]
                 kin = k + 1 if li == 0 else counts[li - 1, k + 1]
                 code = codes[li]
                 alpha = alphas[li]

@@ -11,36 +11,22 @@ gradient, then ``dense.colsum_acc`` over the chunk sums: deterministic, no atomi
 shared memory per block, then one block over the block sums) and copy one float back.
 """
 
-import math
-import sys
 
 import numpy as np
 from numba import cuda, float64
 
-from .dense import _chunk_sums_target, _column_chunks, _column_grid, _finish_chunk_sums
+from .. import elementwise as _maths
+from .. import launch as _launch
+from .._scalar import device_maths
+from ..array import cuda as _array
+from ..dense.cuda import _chunk_sums_target, _column_chunks, _column_grid, _finish_chunk_sums
+from ..registry import cuda_op
 
-__all__ = [
-    "diag_affine",
-    "diag_affine_bwd",
-    "normal_logprob",
-    "normal_logprob_bwd",
-    "diag_normal_logprob",
-    "diag_normal_logprob_bwd",
-    "fill_sum",
-    "mask_mul",
-    "mask_mul_acc",
-    "sumsq",
-    "scale_inplace",
-    "total",
-]
+_maths = device_maths(_maths)
 
-_LOG_2PI = math.log(2.0 * math.pi)
 
 #: shared-memory slots of a reduction block, so the most threads a reduction block is launched with
 _REDUCE_THREADS = 256
-
-# the package (nfcore.kernels.cuda) holds the launch settings; read them at call time so tests can shrink them
-_pkg = sys.modules[__package__]
 
 
 # -- diagonal affine -------------------------------------------------------------------------
@@ -49,14 +35,9 @@ _pkg = sys.modules[__package__]
 @cuda.jit(cache=True)
 def _diag_affine_kernel(x, loc, logscale, sign, out):
     t = cuda.grid(1)
-    c = x.shape[1]
-    if t < x.shape[0] * c:
-        i = t // c
-        j = t - i * c
-        if sign > 0:
-            out[i, j] = x[i, j] * math.exp(logscale[j]) + loc[j]
-        else:
-            out[i, j] = (x[i, j] - loc[j]) * math.exp(-logscale[j])
+    if t < x.size:
+        i, j = t // x.shape[1], t % x.shape[1]
+        _maths.diag_affine_element(x, loc, logscale, sign, out, i, j)
 
 
 @cuda.jit(cache=True)
@@ -66,35 +47,23 @@ def _diag_affine_bwd_kernel(
     j = cuda.grid(1)
     ch = cuda.blockIdx.y
     if j < dout.shape[1]:
-        s = math.exp(logscale[j])
-        inv_s = math.exp(-logscale[j])
         acc_loc = 0.0
         acc_ls = 0.0
         for i in range(ch * chunk, min(dout.shape[0], (ch + 1) * chunk)):
-            g = dout[i, j]
             dl = dlogdet[i // rows_per_sample]
-            if sign > 0:
-                din[i, j] = g * s
-                acc_loc += g
-                acc_ls += g * (out[i, j] - loc[j]) + dl
-            else:
-                gi = g * inv_s
-                din[i, j] = gi
-                acc_loc -= gi
-                acc_ls -= g * out[i, j] + dl
-        if accumulate:
-            dloc_part[ch, j] += acc_loc
-            dls_part[ch, j] += acc_ls
-        else:
-            dloc_part[ch, j] = acc_loc
-            dls_part[ch, j] = acc_ls
+            din[i, j], g_loc, g_ls = _maths.diag_affine_grad(dout[i, j], out[i, j], loc[j], logscale[j], dl, sign)
+            acc_loc += g_loc
+            acc_ls += g_ls
+        _maths.store_chunk_pair(dloc_part, dls_part, ch, j, acc_loc, acc_ls, accumulate)
 
 
+@cuda_op
 def diag_affine(x, loc, logscale, sign, out):
     """sign=+1: out = x * exp(ls) + loc; sign=-1: out = (x - loc) * exp(-ls). Rows of (R, C)."""
-    _diag_affine_kernel[_pkg._grid(x.size)](x, loc, logscale, sign, out)
+    _diag_affine_kernel[_launch.grid(x.size)](x, loc, logscale, sign, out)
 
 
+@cuda_op
 def diag_affine_bwd(dout, dlogdet, out, loc, logscale, sign, rows_per_sample, din, dloc, dlogscale):
     """VJP of diag_affine, given its output; accumulates dloc, dlogscale (log-det included).
 
@@ -117,24 +86,24 @@ def diag_affine_bwd(dout, dlogdet, out, loc, logscale, sign, rows_per_sample, di
 @cuda.jit(cache=True)
 def _mask_mul_kernel(a, mask, out, accumulate):
     t = cuda.grid(1)
-    c = a.shape[1]
-    if t < a.shape[0] * c:
-        i = t // c
-        j = t - i * c
+    if t < a.size:
+        i, j = t // a.shape[1], t % a.shape[1]
         if accumulate:
             out[i, j] += a[i, j] * mask[i, j]
         else:
             out[i, j] = a[i, j] * mask[i, j]
 
 
+@cuda_op
 def mask_mul(a, mask, out):
     """out = a * mask (2-D): a masked layer's effective weight."""
-    _mask_mul_kernel[_pkg._grid(a.size)](a, mask, out, 0)
+    _mask_mul_kernel[_launch.grid(a.size)](a, mask, out, 0)
 
 
+@cuda_op
 def mask_mul_acc(a, mask, out):
     """out += a * mask (2-D): a masked layer's weight gradient, masked entries never touched."""
-    _mask_mul_kernel[_pkg._grid(a.size)](a, mask, out, 1)
+    _mask_mul_kernel[_launch.grid(a.size)](a, mask, out, 1)
 
 
 @cuda.jit(cache=True)
@@ -147,9 +116,10 @@ def _fill_sum_kernel(out, v, scale):
         out[i] = scale * acc
 
 
+@cuda_op
 def fill_sum(out, v, scale):
     """out[:] = scale * sum(v): a diagonal layer's per-sample log-det, with no host round trip."""
-    _fill_sum_kernel[_pkg._grid(out.shape[0])](out, v, float(scale))
+    _fill_sum_kernel[_launch.grid(out.shape[0])](out, v, float(scale))
 
 
 # -- Gaussian log-densities ------------------------------------------------------------------
@@ -159,20 +129,14 @@ def fill_sum(out, v, scale):
 def _normal_logprob_kernel(z, out):
     i = cuda.grid(1)
     if i < z.shape[0]:
-        d = z.shape[1]
-        acc = 0.0
-        for j in range(d):
-            acc += z[i, j] * z[i, j]
-        out[i] = -0.5 * acc - 0.5 * d * _LOG_2PI
+        out[i] = _maths.normal_row(z, i)
 
 
 @cuda.jit(cache=True)
 def _normal_logprob_bwd_kernel(z, dlp, dz):
     t = cuda.grid(1)
-    d = z.shape[1]
-    if t < z.shape[0] * d:
-        i = t // d
-        j = t - i * d
+    if t < z.size:
+        i, j = t // z.shape[1], t % z.shape[1]
         dz[i, j] = -z[i, j] * dlp[i]
 
 
@@ -180,12 +144,7 @@ def _normal_logprob_bwd_kernel(z, dlp, dz):
 def _diag_normal_logprob_kernel(z, loc, logscale, out):
     i = cuda.grid(1)
     if i < z.shape[0]:
-        d = z.shape[1]
-        acc = 0.0
-        for j in range(d):
-            u = (z[i, j] - loc[j]) * math.exp(-logscale[j])
-            acc += -0.5 * u * u - logscale[j]
-        out[i] = acc - 0.5 * d * _LOG_2PI
+        out[i] = _maths.diag_normal_row(z, loc, logscale, i)
 
 
 @cuda.jit(cache=True)
@@ -193,38 +152,34 @@ def _diag_normal_logprob_bwd_kernel(z, loc, logscale, dlp, chunk, dz, dloc_part,
     j = cuda.grid(1)
     ch = cuda.blockIdx.y
     if j < z.shape[1]:
-        inv_s = math.exp(-logscale[j])
         acc_loc = 0.0
         acc_ls = 0.0
         for i in range(ch * chunk, min(z.shape[0], (ch + 1) * chunk)):
-            g = dlp[i]
-            u = (z[i, j] - loc[j]) * inv_s
-            dz[i, j] = -u * inv_s * g
-            acc_loc += u * inv_s * g
-            acc_ls += (u * u - 1.0) * g
-        if accumulate:
-            dloc_part[ch, j] += acc_loc
-            dls_part[ch, j] += acc_ls
-        else:
-            dloc_part[ch, j] = acc_loc
-            dls_part[ch, j] = acc_ls
+            dz[i, j], g_loc, g_ls = _maths.diag_normal_grad(z[i, j], loc[j], logscale[j], dlp[i])
+            acc_loc += g_loc
+            acc_ls += g_ls
+        _maths.store_chunk_pair(dloc_part, dls_part, ch, j, acc_loc, acc_ls, accumulate)
 
 
+@cuda_op
 def normal_logprob(z, out):
     """out[n] = -0.5 * sum_d z[n, d]^2 - D/2 log(2 pi); z is (N, D)."""
-    _normal_logprob_kernel[_pkg._grid(z.shape[0])](z, out)
+    _normal_logprob_kernel[_launch.grid(z.shape[0])](z, out)
 
 
+@cuda_op
 def normal_logprob_bwd(z, dlp, dz):
     """dz[n, d] = -z[n, d] * dlp[n]."""
-    _normal_logprob_bwd_kernel[_pkg._grid(z.size)](z, dlp, dz)
+    _normal_logprob_bwd_kernel[_launch.grid(z.size)](z, dlp, dz)
 
 
+@cuda_op
 def diag_normal_logprob(z, loc, logscale, out):
     """out[n] = sum_d [-0.5 ((z - mu)/s)^2 - log s] - D/2 log(2 pi), s = exp(logscale)."""
-    _diag_normal_logprob_kernel[_pkg._grid(z.shape[0])](z, loc, logscale, out)
+    _diag_normal_logprob_kernel[_launch.grid(z.shape[0])](z, loc, logscale, out)
 
 
+@cuda_op
 def diag_normal_logprob_bwd(z, loc, logscale, dlp, dz, dloc, dlogscale):
     """VJP: with u = (z - mu)/s, dz = -u/s dlp; dmu += u/s dlp; dlogs += (u^2 - 1) dlp."""
     rows, cols = z.shape
@@ -271,8 +226,8 @@ def _block_sums_kernel(a, square, partial):
 
 
 def _reduce(a, square):
-    flat = _pkg._flat(a)
-    threads = min(int(_pkg.THREADS_PER_BLOCK), _REDUCE_THREADS)
+    flat = _launch.flat(a)
+    threads = min(int(_launch.THREADS_PER_BLOCK), _REDUCE_THREADS)
     # at most `threads` blocks: enough to fill a GPU, and the second pass then strides only a little
     blocks = max(1, min(-(-flat.shape[0] // threads), threads))
     partial = cuda.device_array(blocks, dtype=np.float64)
@@ -281,14 +236,16 @@ def _reduce(a, square):
         result = cuda.device_array(1, dtype=np.float64)
         _block_sums_kernel[1, threads](partial, 0, result)
         partial = result
-    return float(_pkg.to_host(partial)[0])
+    return float(_array.to_host(partial)[0])
 
 
+@cuda_op
 def sumsq(a):
     """sum of squares of a 1-D array, accumulated in float64 (a Python float)."""
     return _reduce(a, 1)
 
 
+@cuda_op
 def total(a):
     """sum of all elements as a Python float (float64 accumulation)."""
     return _reduce(a, 0)
@@ -301,6 +258,7 @@ def _scale_kernel(a, c):
         a[i] *= c
 
 
+@cuda_op
 def scale_inplace(a, c):
     """a *= c for a 1-D array."""
-    _scale_kernel[_pkg._grid(a.shape[0])](a, c)
+    _scale_kernel[_launch.grid(a.shape[0])](a, c)

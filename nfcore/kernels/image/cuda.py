@@ -1,36 +1,20 @@
-"""CUDA image ops (channels last), twins of ``nfcore.kernels.cpu.image`` (same layouts and meaning).
+"""CUDA image ops (channels last), twins of ``nfcore.kernels.image`` (same layouts and meaning).
 
 One thread per output element for the data-movement ops (squeeze, im2col; col2im: one thread
 per pixel, gathering its taps, so no atomics), one thread per row for the logit map (its per-sample log-det is that
 thread's sum), one thread per weight entry for the LU composition and its VJP.
 """
 
-import sys
 
 from numba import cuda
 
-from .. import _rows
-from .._scalar import for_cuda
+from .. import image as _maths
+from .. import launch as _launch
+from .._scalar import device_maths
+from ..registry import cuda_op
 
-squeeze_element = for_cuda(_rows.squeeze_element)
-col2im_pixel = for_cuda(_rows.col2im_pixel)
-logit_row = for_cuda(_rows.logit_row)
-logit_bwd_element = for_cuda(_rows.logit_bwd_element)
-lu_compose_element = for_cuda(_rows.lu_compose_element)
-lu_compose_bwd_element = for_cuda(_rows.lu_compose_bwd_element)
+_maths = device_maths(_maths)
 
-__all__ = [
-    "squeeze2x2",
-    "unsqueeze2x2",
-    "im2col",
-    "col2im_acc",
-    "logit_map",
-    "logit_map_bwd",
-    "lu_compose",
-    "lu_compose_bwd",
-]
-
-_pkg = sys.modules[__package__]
 
 
 @cuda.jit(cache=True)
@@ -44,17 +28,19 @@ def _squeeze_kernel(x, out, inverse):
         j = r % w2
         r = r // w2
         i = r % h2
-        squeeze_element(x, out, inverse != 0, r // h2, i, j, q)
+        _maths.squeeze_element(x, out, inverse != 0, r // h2, i, j, q)
 
 
+@cuda_op
 def squeeze2x2(x, out):
     """(N, H, W, C) -> (N, H/2, W/2, 4C), channel group 2a+b holds pixel (2i+a, 2j+b)."""
-    _squeeze_kernel[_pkg._grid(out.size)](x, out, 0)
+    _squeeze_kernel[_launch.grid(out.size)](x, out, 0)
 
 
+@cuda_op
 def unsqueeze2x2(z, out):
     """The inverse of squeeze2x2: (N, H/2, W/2, 4C) -> (N, H, W, C)."""
-    _squeeze_kernel[_pkg._grid(z.size)](z, out, 1)
+    _squeeze_kernel[_launch.grid(z.size)](z, out, 1)
 
 
 @cuda.jit(cache=True)
@@ -80,9 +66,10 @@ def _im2col_kernel(x, k, col):
             col[r, m] = 0
 
 
+@cuda_op
 def im2col(x, k, col):
     """col[(n H + i) W + j, (a k + b) C + c] = x[n, i + a - k//2, j + b - k//2, c] (0 outside)."""
-    _im2col_kernel[_pkg._grid(col.size)](x, k, col)
+    _im2col_kernel[_launch.grid(col.size)](x, k, col)
 
 
 @cuda.jit(cache=True)
@@ -91,37 +78,40 @@ def _col2im_kernel(dcol, k, dx):
     t = cuda.grid(1)
     n, h, w = dx.shape[0], dx.shape[1], dx.shape[2]
     if t < n * h * w:
-        col2im_pixel(dcol, k, dx, t // (w * h), (t // w) % h, t % w)
+        _maths.col2im_pixel(dcol, k, dx, t // (w * h), (t // w) % h, t % w)
 
 
+@cuda_op
 def col2im_acc(dcol, k, dx):
     """dx += im2col^T dcol (each dx element gathers its k^2 taps)."""
-    _col2im_kernel[_pkg._grid(dx.shape[0] * dx.shape[1] * dx.shape[2])](dcol, k, dx)
+    _col2im_kernel[_launch.grid(dx.shape[0] * dx.shape[1] * dx.shape[2])](dcol, k, dx)
 
 
 @cuda.jit(cache=True)
 def _logit_kernel(x, alpha, sign, out, logdet):
     i = cuda.grid(1)
     if i < x.shape[0]:
-        logit_row(x, alpha, sign, out, logdet, i)
+        _maths.logit_row(x, alpha, sign, out, logdet, i)
 
 
+@cuda_op
 def logit_map(x, alpha, sign, out, logdet):
     """sign=+1: out = logit(alpha + (1-2alpha) x); sign=-1: its inverse; per-row log-det."""
-    _logit_kernel[_pkg._grid(x.shape[0])](x, alpha, sign, out, logdet)
+    _logit_kernel[_launch.grid(x.shape[0])](x, alpha, sign, out, logdet)
 
 
 @cuda.jit(cache=True)
 def _logit_bwd_kernel(dout, dlogdet, y, alpha, sign, din):
     t = cuda.grid(1)
-    d = dout.shape[1]
-    if t < dout.shape[0] * d:
-        logit_bwd_element(dout, dlogdet, y, alpha, sign, din, t // d, t % d)
+    if t < dout.size:
+        i, j = t // dout.shape[1], t % dout.shape[1]
+        _maths.logit_bwd_element(dout, dlogdet, y, alpha, sign, din, i, j)
 
 
+@cuda_op
 def logit_map_bwd(dout, dlogdet, y, alpha, sign, din):
     """VJP of logit_map given the data-side values y."""
-    _logit_bwd_kernel[_pkg._grid(dout.size)](dout, dlogdet, y, alpha, sign, din)
+    _logit_bwd_kernel[_launch.grid(dout.size)](dout, dlogdet, y, alpha, sign, din)
 
 
 @cuda.jit(cache=True)
@@ -129,12 +119,13 @@ def _lu_compose_kernel(lower, upper, logs, sign, perm, w):
     t = cuda.grid(1)
     c = w.shape[0]
     if t < c * c:
-        lu_compose_element(lower, upper, logs, sign, perm, w, t // c, t % c)
+        _maths.lu_compose_element(lower, upper, logs, sign, perm, w, t // c, t % c)
 
 
+@cuda_op
 def lu_compose(lower, upper, logs, sign, perm, w):
     """w = P L U' (see the CPU twin)."""
-    _lu_compose_kernel[_pkg._grid(w.size)](lower, upper, logs, sign, perm, w)
+    _lu_compose_kernel[_launch.grid(w.size)](lower, upper, logs, sign, perm, w)
 
 
 @cuda.jit(cache=True)
@@ -142,8 +133,8 @@ def _lu_compose_bwd_kernel(dw, lower, upper, logs, sign, inv, dlogdet, rows_per_
     t = cuda.grid(1)
     c = dw.shape[0]
     if t < c * c:
-        lu_compose_bwd_element(dw, lower, upper, logs, sign, inv, dlogdet, rows_per_sample, dlower, dupper, dlogs,
-                               t // c, t % c)
+        _maths.lu_compose_bwd_element(dw, lower, upper, logs, sign, inv, dlogdet, rows_per_sample, dlower, dupper,
+                                      dlogs, t // c, t % c)
 
 
 @cuda.jit(cache=True)
@@ -153,9 +144,10 @@ def _invert_perm_kernel(perm, inv):
         inv[perm[i]] = i
 
 
+@cuda_op
 def lu_compose_bwd(dw, lower, upper, logs, sign, perm, dlogdet, rows_per_sample, dlower, dupper, dlogs):
     """Accumulate the VJP of lu_compose plus the log-det term (see the CPU twin)."""
     inv = cuda.device_array(perm.shape, dtype=perm.dtype)
-    _invert_perm_kernel[_pkg._grid(perm.shape[0])](perm, inv)
-    _lu_compose_bwd_kernel[_pkg._grid(dw.size)](dw, lower, upper, logs, sign, inv, dlogdet, rows_per_sample,
+    _invert_perm_kernel[_launch.grid(perm.shape[0])](perm, inv)
+    _lu_compose_bwd_kernel[_launch.grid(dw.size)](dw, lower, upper, logs, sign, inv, dlogdet, rows_per_sample,
                                                 dlower, dupper, dlogs)

@@ -1,19 +1,17 @@
 """A caching allocator for the CPU backend's large scratch arrays.
 
-Why: a training step allocates many fresh megabyte-sized arrays (activations, gradients).
-glibc serves each one with new pages from the kernel, and the first write to every page
-faults: measured on RealNVP D=2 at batch 4096, a 64x64 GEMM took 480 us inside a step
-against 200 us on reused memory, and ``log_prob`` took 8.7 ms instead of 3.0 ms. PyTorch
-avoids this with its own caching allocator; so do we.
+Why: a training step allocates many fresh megabyte-sized arrays (activations, gradients). glibc
+serves each one with new pages from the kernel, and the first write to every page faults, which
+more than doubled the time of a GEMM inside a step (figures: benchmarks/RESULTS.md,
+"Measurements behind the code"). PyTorch avoids this with its own caching allocator; so do we.
 
-How: arrays of at least ``MIN_BYTES`` are kept in per-(shape, dtype) lists. An array is
-free again when the list holds the only reference to it (``sys.getrefcount``): a caller,
-a cache tuple or a view (views reference their base) all keep it busy, so no array is
-ever handed out twice. The search starts after the array handed out last (round robin):
-arrays freed in allocation order are then found at once instead of after a scan of every
-busy one (measured: a residual-flow step made 13,000 refcount tests per step from the
-front, 18% of its time). At most ``MAX_PER_KEY`` arrays are kept per key; beyond that,
-plain ``np.empty``. ``release()`` drops the cache.
+How: arrays of at least ``MIN_BYTES`` are kept in per-(shape, dtype) lists. An array is free
+again when the list holds the only reference to it (``sys.getrefcount``): a caller, a cache
+tuple or a view (views reference their base) all keep it busy, so no array is ever handed out
+twice. The search starts after the array handed out last (round robin): arrays freed in
+allocation order are then found at once instead of after a scan of every busy one (a scan from
+the front cost a residual-flow step 18% of its time). At most ``MAX_PER_KEY`` arrays are kept
+per key; beyond that, plain ``np.empty``. ``release()`` drops the cache.
 """
 
 import math
@@ -24,7 +22,7 @@ import numpy as np
 __all__ = ["pooled_empty", "release", "cached_bytes", "MIN_BYTES", "MAX_PER_KEY"]
 
 # below glibc's default mmap threshold (128 KiB) malloc serves arrays from its heap, which
-# does not fault; pooling those only costs time (measured at batch 256)
+# does not fault; pooling those only costs time
 MIN_BYTES = 1 << 17
 MAX_PER_KEY = 64
 

@@ -1,0 +1,63 @@
+"""The op registry: every op has a twin on the other backend and a parity case.
+
+Ops are recorded where they are defined (``registry.cpu_op`` / ``registry.cuda_op``); nothing
+lists them by hand, so these tests are what notices an op added on one side only, or added
+without a case in ``tests/cuda_parity_script.py``.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nfcore.kernels import cpu, registry
+
+SCRIPT = Path(__file__).resolve().parent / "cuda_parity_script.py"
+
+
+def _parity_script():
+    spec = importlib.util.spec_from_file_location("cuda_parity_script_for_registry", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_op_has_a_cuda_twin():
+    cpu_ops = registry.ops("cpu")
+    cuda_ops = registry.ops("cuda")  # imports the CUDA modules; launches nothing, needs no GPU
+    assert sorted(cpu_ops) == sorted(cuda_ops)
+    assert len(cpu_ops) >= 60
+
+
+def test_every_op_has_a_parity_case():
+    script = _parity_script()
+    cases = script.op_cases(np.random.default_rng(0), np.float64, script.Sizes(4, 3, 4))
+    covered = set(cases) | set(script.HOST_OPS) | set(script.SEPARATE_OPS)
+    missing = sorted(set(cpu.__all__) - covered)
+    assert not missing, f"ops with no parity case in {SCRIPT.name}: {missing}"
+    assert not set(cases) - set(cpu.__all__), "a parity case names no op"
+    assert set(script.CHECKS) >= set(cpu.__all__)
+
+
+def test_the_backend_is_built_from_the_registry():
+    assert cpu.name == "cpu"
+    assert cpu.__all__ == sorted(registry.ops("cpu"))
+    assert cpu.matmul is registry.ops("cpu")["matmul"]
+    with pytest.raises(AttributeError, match="no op 'not_an_op'"):
+        cpu.not_an_op  # noqa: B018
+
+
+def test_an_op_defined_twice_is_refused():
+    def matmul(a, b, out):  # same name as the dense family's op, another function
+        return None
+
+    with pytest.raises(RuntimeError, match="defined twice"):
+        registry.cpu_op(matmul)
+
+
+def test_families_are_the_subpackages():
+    fams = registry.families()
+    for fam in ("adam", "array", "autoregressive", "batchnorm", "coupling", "dense", "elementwise", "image",
+                "mixture", "residual"):
+        assert fam in fams
