@@ -240,6 +240,7 @@ def op_cases(rng, dt, s):
         "logsumexp_cols": [(f"k={k}", [r(k, n, scale=3.0), _nan(n, dt), _nan((k, n), dt)], [1, 2]) for k in (1, 4)],
         "fill_sum": [(f"scale={sc}", [_nan(n, dt), r(d), sc], [0]) for sc in (1.0, -3.0)],
         "sumsq": [("", [r(flat)], [])],
+        "max_abs": [("2-D", [r(n, d)], []), ("long", [r(40 * flat)], [])],
         "total": [("2-D", [r(n, d)], []), ("long", [r(40 * flat)], [])],
         "scale_inplace": [("", [r(flat), 0.37], [0])],
         "adam_update": [("", [r(flat), r(flat), r(flat), np.abs(r(flat)), 0.01, 0.9, 0.999, 1e-8, 0.01, 3], [0, 2, 3])],

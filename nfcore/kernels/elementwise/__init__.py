@@ -83,6 +83,18 @@ def store_chunk_pair(dloc_part, dls_part, ch, j, acc_loc, acc_ls, accumulate):
         dls_part[ch, j] = acc_ls
 
 
+@element
+def reduce_step(acc, v, mode):
+    """One element into a running reduction: mode 0 sum, 1 sum of squares, 2 max |v|.
+    The max propagates NaN (a NaN element or accumulator gives NaN)."""
+    if mode == 0:
+        return acc + v
+    if mode == 1:
+        return acc + v * v
+    m = abs(v)
+    return m if (m > acc or m != m) else acc
+
+
 # -- CPU loops -------------------------------------------------------------------------------
 
 
@@ -187,6 +199,20 @@ def sumsq(a):
     for i in range(a.shape[0]):
         acc += float(a[i]) * float(a[i])
     return acc
+
+
+@njit(cache=True, error_model="numpy")
+def _max_abs(flat):
+    acc = 0.0
+    for i in range(flat.shape[0]):
+        acc = reduce_step(acc, float(flat[i]), 2)
+    return acc
+
+
+@cpu_op
+def max_abs(a):
+    """max |a| over every element as a Python float (0 for an empty array; NaN if any is NaN)."""
+    return float(_max_abs(a.reshape(-1)))
 
 
 @cpu_kernel

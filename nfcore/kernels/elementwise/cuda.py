@@ -197,46 +197,51 @@ def diag_normal_logprob_bwd(z, loc, logscale, dlp, dz, dloc, dlogscale):
 
 
 @cuda.jit(cache=True)
-def _block_sums_kernel(a, square, partial):
-    """partial[block] = sum of a[i] (square=0) or a[i]^2 (square=1) over the block's grid-stride share."""
+def _block_sums_kernel(a, mode, partial):
+    """partial[block] = the reduction ``mode`` (``elementwise.reduce_step``: 0 sum, 1 sum of
+    squares, 2 max |a|) of a[i] over the block's grid-stride share, in float64."""
     buf = cuda.shared.array(_REDUCE_THREADS, float64)
     tid = cuda.threadIdx.x
     i = cuda.grid(1)
     stride = cuda.gridsize(1)
     acc = float64(0.0)
     while i < a.shape[0]:
-        v = float64(a[i])
-        if square:
-            acc += v * v
-        else:
-            acc += v
+        acc = _maths.reduce_step(acc, float64(a[i]), mode)
         i += stride
     buf[tid] = acc
     cuda.syncthreads()
-    # a tree over the block's threads, in a fixed order (any block size)
+    # a tree over the block's threads, in a fixed order (any block size); partial results
+    # combine by sum (modes 0, 1) or by max (mode 2)
+    combine = 2 if mode == 2 else 0
     bd = cuda.blockDim.x
     s = 1
     while s < bd:
         if tid % (2 * s) == 0 and tid + s < bd:
-            buf[tid] += buf[tid + s]
+            buf[tid] = _maths.reduce_step(buf[tid], buf[tid + s], combine)
         cuda.syncthreads()
         s *= 2
     if tid == 0:
         partial[cuda.blockIdx.x] = buf[0]
 
 
-def _reduce(a, square):
+def _reduce(a, mode):
     flat = _launch.flat(a)
     threads = min(int(_launch.THREADS_PER_BLOCK), _REDUCE_THREADS)
     # at most `threads` blocks: enough to fill a GPU, and the second pass then strides only a little
     blocks = max(1, min(-(-flat.shape[0] // threads), threads))
     partial = cuda.device_array(blocks, dtype=np.float64)
-    _block_sums_kernel[blocks, threads](flat, square, partial)
+    _block_sums_kernel[blocks, threads](flat, mode, partial)
     if blocks > 1:
         result = cuda.device_array(1, dtype=np.float64)
-        _block_sums_kernel[1, threads](partial, 0, result)
+        _block_sums_kernel[1, threads](partial, 2 if mode == 2 else 0, result)
         partial = result
     return float(_array.to_host(partial)[0])
+
+
+@cuda_op
+def max_abs(a):
+    """max |a| over every element as a Python float (0 for an empty array; NaN if any is NaN)."""
+    return _reduce(a, 2)
 
 
 @cuda_op
