@@ -12,6 +12,7 @@ from .core import (
     Parameter,
     StandardNormal,
     Transform,
+    describe,
 )
 from .errors import (
     CheckpointError,
@@ -79,6 +80,7 @@ __all__ = [
     "Parameter",
     "StandardNormal",
     "Transform",
+    "describe",
     "CheckpointError",
     "ConfigError",
     "DataError",

@@ -547,6 +547,7 @@ def cmd_sample(args, out=print):
 
 
 def cmd_info(args, out=print):
+    from .core.module import describe
     from .train import load_checkpoint
 
     flow, info, _ = load_checkpoint(args.model, allow_large=args.allow_large)
@@ -556,8 +557,7 @@ def cmd_info(args, out=print):
         f"activation {cfg['activation']}, base {cfg['base']}, dtype {cfg['dtype']}")
     if cfg.get("shape"):
         out(f"images: shape {cfg['shape']} (H, W, C), {cfg.get('levels')} levels, {cfg.get('scales')} scales")
-    out(f"parameters: {flow.num_parameters()}")
-    out("layers: " + ", ".join(type(t).__name__ for t in flow.transform.transforms))
+    out(describe(flow))  # = repr(flow): the layer tree with shapes and parameter counts
     meta = info.get("meta") or {}
     if meta:
         out("training: " + json.dumps(meta, sort_keys=True))

@@ -174,6 +174,9 @@ class GaussianMixture(Distribution):
             state[pre + "upper"] = np.triu(w, 1)
         self.load_state_dict(state)
 
+    def extra_repr(self):
+        return f"{super().extra_repr()}, {self.n_components} components, {self.covariance} covariance"
+
     def config(self):
         return {"type": "GaussianMixture", "shape": list(self.shape), "components": self.n_components,
                 "covariance": self.covariance}

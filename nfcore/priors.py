@@ -118,6 +118,10 @@ class AutoregressivePrior(Distribution):
             "use a normal or diag base for reverse-KL training"
         )
 
+    def extra_repr(self):
+        per = f"{self.components} Gaussian{'s' if self.components > 1 else ''} per conditional"
+        return f"{super().extra_repr()}, {per}, MADE {self.made.extra_repr()}"
+
     def config(self):
         return {"type": "AutoregressivePrior", "shape": list(self.shape), "components": self.components}
 

@@ -2,13 +2,14 @@
 
 from .distributions import DiagNormal, Distribution, StandardNormal
 from .flow import Flow
-from .module import Buffer, Module, Parameter, flatten_parameters
+from .module import Buffer, Module, Parameter, describe, flatten_parameters
 from .transform import Chain, Inverse, Transform
 
 __all__ = [
     "Buffer",
     "Module",
     "Parameter",
+    "describe",
     "flatten_parameters",
     "Chain",
     "Inverse",

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..kernels import backend_of, get_backend
-from .module import Module, Parameter
+from .module import Module, Parameter, shape_text
 
 __all__ = ["Distribution", "StandardNormal", "DiagNormal"]
 
@@ -22,7 +22,7 @@ def _flat(z):
 
 
 class Distribution(Module):
-    """Base class of base distributions."""
+    """log p(z), z of shape (N, *shape): the base class of base distributions."""
 
     def __init__(self, shape):
         if isinstance(shape, int):
@@ -38,6 +38,11 @@ class Distribution(Module):
         raise NotImplementedError
 
     def backward(self, dlp, cache):
+        """dz (N, *shape) of the ``log_prob`` call that made ``cache``; parameter gradients accumulate.
+
+        With dlp = dL/dlog p (N,): dz_n = dlp_n d log p(z_n) / dz_n and
+        theta.grad += sum_n dlp_n d log p(z_n) / d theta.
+        """
         raise NotImplementedError
 
     def rsample(self, n, rng, dtype=np.float64, device="cpu", temperature=1.0):
@@ -56,6 +61,9 @@ class Distribution(Module):
 
     def config(self):
         return {"type": type(self).__name__, "shape": list(self.shape)}
+
+    def extra_repr(self):
+        return shape_text(self.shape)
 
 
 class _NormalCache(NamedTuple):

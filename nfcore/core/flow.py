@@ -13,7 +13,7 @@ import numpy as np
 from .._checks import check_int
 from ..errors import ConfigError, InputOutsideDomain, ShapeError
 from ..kernels import backend_of, get_backend, is_device_array
-from .module import Module
+from .module import Module, shape_text
 
 __all__ = ["Flow"]
 
@@ -27,7 +27,7 @@ def _concat(parts):
 
 
 class Flow(Module):
-    """A normalizing flow.
+    """log p(x) = log p_base(f(x)) + log|det df/dx|: a normalizing flow.
 
     Arguments:
         transform: the data -> latent ``Transform`` (usually a ``Chain``).
@@ -65,6 +65,15 @@ class Flow(Module):
         self._device = Module.device.fget(self)
         if self.config is not None and "dtype" in self.config:
             self.config["dtype"] = self._dtype.name  # a checkpoint rebuilds what is there now
+
+    def extra_repr(self):
+        family = [self.config["flow"]] if self.config and "flow" in self.config else []
+        shape = f"dim={self.shape[0]}" if len(self.shape) == 1 else f"shape={shape_text(self.shape)[1:-1]}"
+        context = [f"context_dim={self.context_dim}"] if self.context_dim else []
+        return ", ".join([*family, shape, *context, f"base={type(self.base).__name__}"])
+
+    def tree_children(self):
+        return [("", self.transform), ("base", self.base)]
 
     @property
     def dtype(self):

@@ -2,7 +2,8 @@
 
 A ``Module`` finds its parameters, buffers and child modules by attribute (lists and
 tuples of modules count too), in attribute order, so names are stable:
-``"layers.0.net.linears.1.weight"``.
+``"layers.0.net.linears.1.weight"``. ``repr(module)`` is ``describe(module)``: the tree one
+line per layer, with shapes and parameter counts.
 """
 
 import numpy as np
@@ -10,7 +11,7 @@ import numpy as np
 from ..errors import CheckpointError, DeviceError, ShapeError
 from ..kernels import backend_of, get_backend, is_device_array
 
-__all__ = ["Parameter", "Buffer", "Module", "flatten_parameters"]
+__all__ = ["Parameter", "Buffer", "Module", "describe", "flatten_parameters"]
 
 
 class Parameter:
@@ -168,6 +169,19 @@ class Module:
     def _after_load(self):
         """Hook: recompute anything derived from buffers after load_state_dict."""
 
+    # -- the readable tree (``describe``) -----------------------------------------------
+    def extra_repr(self):
+        """This module's shapes and settings on one line (``describe`` adds the name and the count)."""
+        return ""
+
+    def tree_children(self):
+        """(label, module) pairs that ``describe`` gives lines of their own; whatever else the
+        subtree holds (a layer's conditioner network) is summarised on this module's line."""
+        return []
+
+    def __repr__(self):
+        return describe(self)
+
     def to(self, device=None, dtype=None):
         """Move (``"cpu"``/``"cuda"``) and/or cast (float32/float64) parameters and buffers.
 
@@ -186,6 +200,55 @@ class Module:
         for m in self.modules():
             m._after_load()
         return self
+
+
+def shape_text(*shapes):
+    """``[8x8x1 -> 4x4x4]`` (H x W x C images, D for vectors); a shape that does not change is shown once."""
+    parts = []
+    for s in shapes:
+        text = "x".join(str(int(d)) for d in s)
+        if not parts or parts[-1] != text:
+            parts.append(text)
+    return "[" + " -> ".join(parts) + "]"
+
+
+def widths_text(sizes, notes=()):
+    """``1 -> 64 -> 64 -> 2 (relu)``: a network's widths, then its notes in parentheses."""
+    notes = [n for n in notes if n]
+    return " -> ".join(str(int(s)) for s in sizes) + (f" ({', '.join(notes)})" if notes else "")
+
+
+def describe(module):
+    """The module tree as text: one line per module, children indented under their parent.
+
+    A line is ``label ClassName extra_repr, N params`` with N the parameters of the module's
+    whole subtree (a layer's line counts its conditioner's); the root line gives the total.
+    Which children get lines of their own is each module's ``tree_children`` (a flow's
+    transform and base, a chain's layers); the rest is summarised in ``extra_repr``.
+
+    Example:
+        >>> from nfcore import build
+        >>> print(describe(build({"flow": "realnvp", "dim": 2, "layers": 2, "hidden": [8]})))
+        Flow(realnvp, dim=2, base=StandardNormal, 68 parameters)
+        ├─ Chain 2 layers, 68 params
+        │  ├─ 0 AffineCoupling [2], conditioner MLP 1 -> 8 -> 2 (relu), 34 params
+        │  └─ 1 AffineCoupling [2], conditioner MLP 1 -> 8 -> 2 (relu), 34 params
+        └─ base StandardNormal [2]
+    """
+    root = [module.extra_repr(), f"{module.num_parameters():,} parameters"]
+    lines = [f"{type(module).__name__}({', '.join(t for t in root if t)})"]
+
+    def walk(parent, indent):
+        children = parent.tree_children()
+        for i, (label, child) in enumerate(children):
+            last = i == len(children) - 1
+            text = " ".join(t for t in (label, type(child).__name__, child.extra_repr()) if t)
+            n = child.num_parameters()
+            lines.append(indent + ("└─ " if last else "├─ ") + text + (f", {n:,} params" if n else ""))
+            walk(child, indent + ("   " if last else "│  "))
+
+    walk(module, "")
+    return "\n".join(lines)
 
 
 def flatten_parameters(params):

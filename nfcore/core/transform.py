@@ -16,13 +16,13 @@ from typing import NamedTuple
 
 from ..errors import ConfigError, GradientNotAvailable
 from ..kernels import backend_of
-from .module import Module
+from .module import Module, shape_text
 
 __all__ = ["Transform", "Chain", "Inverse"]
 
 
 class Transform(Module):
-    """Base class: an invertible map with per-sample log|det| and a hand-written VJP."""
+    """z = f(x), log|det df/dx| per sample: the base class of invertible maps with a hand-written VJP."""
 
     def forward(self, x, context=None, need_grad=True):
         """(N, ...) data -> (z, logabsdet (N,), cache)."""
@@ -33,12 +33,25 @@ class Transform(Module):
         raise NotImplementedError
 
     def backward(self, dout, dlogabsdet, cache):
-        """Vector-Jacobian product of the call that made ``cache``; returns d input."""
+        """d input (N, ...): the vector-Jacobian product of the call out = f(in) that made ``cache``.
+
+        With g = dL/d(out) (N, ...) and c = dL/dlog|det| (N,), per sample n:
+            dL/d(in)_n = (d out_n / d in_n)^T g_n + c_n d log|det|_n / d in_n,
+            theta.grad += sum_n (d out_n / d theta)^T g_n + c_n d log|det|_n / d theta
+        for every parameter theta. A forward call has in = x, out = z; an inverse call in = z, out = x.
+        """
         raise NotImplementedError
 
     def config(self):
         """Plain-dict description (for ``info``); builders own reconstruction."""
         return {"type": type(self).__name__}
+
+    def extra_repr(self):
+        """``[event shape]`` (from ``shape`` or ``dim``); layers that change it or hold a network say more."""
+        shape = getattr(self, "shape", None)
+        if shape is None and getattr(self, "dim", None) is not None:
+            shape = (self.dim,)
+        return shape_text(shape) if shape is not None else ""
 
     @staticmethod
     def _require_cache(cache, what):
@@ -127,6 +140,14 @@ class Chain(Transform):
         return dout
 
     def backward(self, dout, dlogabsdet, cache):
+        """d input: the chain rule through the layers, in the reverse order of the calls.
+
+        Forward z_0 = x, z_k = f_k(z_(k-1)), z = z_K, log|det| = sum_k ld_k; for k = K down to 1:
+            dL/dz_(k-1) = J_k^T dL/dz_k + c d ld_k / dz_(k-1)   (f_k.backward),
+        every layer with the same c = dL/dlog|det| (the log-dets add up), and dL/dx = dL/dz_0.
+        An inverse call ran f_K^-1 first, so backward visits f_1 .. f_K. A memory-saving chain
+        first rebuilds each layer's input z_(k-1) = f_k^-1(z_k) and reruns f_k with a cache.
+        """
         self._require_cache(cache, "Chain")
         if isinstance(cache, RecomputeCache):
             return self._backward_recompute(dout, dlogabsdet, cache)
@@ -136,13 +157,21 @@ class Chain(Transform):
             dout = t.backward(dout, dlogabsdet, c)
         return dout
 
+    def extra_repr(self):
+        n = len(self.transforms)
+        return f"{n} layer{'s' if n != 1 else ''}" + (", memory-saving" if self.memory_saving else "")
+
+    def tree_children(self):
+        width = len(str(len(self.transforms) - 1))
+        return [(f"{i:<{width}}", t) for i, t in enumerate(self.transforms)]
+
     def config(self):
         return {"type": "Chain", "memory_saving": self.memory_saving,
                 "transforms": [t.config() for t in self.transforms]}
 
 
 class Inverse(Transform):
-    """The inverse of a transform: forward and inverse swapped (caches keep their direction)."""
+    """z = f^-1(x), log|det| = -log|det df/dz|: forward and inverse swapped (caches keep their direction)."""
 
     def __init__(self, transform):
         self.transform = transform
@@ -154,7 +183,14 @@ class Inverse(Transform):
         return self.transform.forward(z, context, need_grad)
 
     def backward(self, dout, dlogabsdet, cache):
+        """The wrapped transform's VJP of the call that made ``cache`` (f^-1's forward is f's inverse):
+
+        dL/d(in) = (d out / d in)^T dL/d(out) + dL/dlog|det| d log|det| / d in, unchanged.
+        """
         return self.transform.backward(dout, dlogabsdet, cache)
+
+    def tree_children(self):
+        return [("", self.transform)]
 
     def config(self):
         return {"type": "Inverse", "transform": self.transform.config()}

@@ -3,7 +3,7 @@
 from ..errors import ConfigError
 from ..kernels import _scalar
 
-__all__ = ["ACTIVATIONS", "activation_code"]
+__all__ = ["ACTIVATIONS", "activation_code", "activation_name"]
 
 #: name -> (kernel code, default alpha)
 ACTIVATIONS = {
@@ -26,3 +26,8 @@ def activation_code(name, alpha=None):
     if name in ("leaky_relu", "elu") and not alpha > 0:
         raise ConfigError(f"{name} needs alpha > 0 (its backward reads the sign of the output), got {alpha}")
     return code, float(alpha)
+
+
+def activation_name(code):
+    """The name of a kernel activation code (the inverse of ``activation_code``)."""
+    return next(name for name, (c, _) in ACTIVATIONS.items() if c == code)

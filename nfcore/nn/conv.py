@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..core.module import Module
+from ..core.module import Module, widths_text
 from ..errors import ConfigError, ShapeError
 from ..kernels import backend_of
 from ..kernels._scalar import ACT_IDENTITY
@@ -159,6 +159,11 @@ class Conv2d(Module):
         ops.col2im_acc(dcol, self.kernel_size, dx)
         return dx
 
+    def extra_repr(self):
+        act = self.linear.activation
+        return widths_text([self.in_channels, self.out_channels],
+                           [f"{self.kernel_size}x{self.kernel_size}", act if act != "identity" else ""])
+
 
 class ConvNetCache(NamedTuple):
     layers: tuple
@@ -182,6 +187,11 @@ class ConvNet(Module):
             self.convs.append(Conv2d(sizes[i], sizes[i + 1], k, activation="identity" if last else activation,
                                      zero_init=last, rng=rng, dtype=dtype))
 
+    def extra_repr(self):
+        sizes = [self.convs[0].in_channels, *(conv.out_channels for conv in self.convs)]
+        kernels = "/".join(f"{c.kernel_size}x{c.kernel_size}" for c in self.convs)
+        return widths_text(sizes, [kernels, self.convs[0].linear.activation if len(self.convs) > 1 else ""])
+
     def forward(self, x, need_grad=True):
         caches = []
         for conv in self.convs:
@@ -190,6 +200,12 @@ class ConvNet(Module):
         return x, (ConvNetCache(tuple(caches)) if need_grad else None)
 
     def backward(self, dy, cache, need_input_grad=True):
+        """dx (N, H, W, C_in), or None without ``need_input_grad``: the Conv2d VJPs in reverse.
+
+        h_0 = x, h_i = phi(conv(h_(i-1); W_i) + b_i); for i = L down to 1 (``Conv2d.backward``):
+            da = dh_i * phi'; dW_i += col(h_(i-1))^T da; db_i += sum da; dh_(i-1) = col2im(da W_i^T),
+        and dx = dh_0.
+        """
         for i in range(len(self.convs) - 1, -1, -1):
             dy = self.convs[i].backward(dy, cache.layers[i], need_input_grad=i > 0 or need_input_grad)
         return dy

@@ -4,7 +4,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..core.module import Module, Parameter
+from ..core.module import Module, Parameter, widths_text
 from ..errors import ConfigError, ShapeError
 from ..kernels import backend_of
 from ..kernels._scalar import ACT_IDENTITY
@@ -79,6 +79,10 @@ class Linear(Module):
         ops.matmul_nt(dh, self.weight.data, dx)
         return dx
 
+    def extra_repr(self):
+        return widths_text([self.in_features, self.out_features],
+                           [self.activation if self.activation != "identity" else ""])
+
 
 class MLPCache(NamedTuple):
     layers: tuple  # one LinearCache per layer
@@ -120,6 +124,11 @@ class MLP(Module):
     def _is_residual(self, i):
         return self.residual and 0 < i < len(self.linears) - 1
 
+    def extra_repr(self):
+        sizes = [self.in_features, *(lin.out_features for lin in self.linears)]
+        act = self.linears[0].activation if len(self.linears) > 1 else ""
+        return widths_text(sizes, [act, "residual" if self.residual else ""])
+
     def forward(self, x, need_grad=True):
         """(N, in) -> ((N, out), cache)."""
         caches = []
@@ -136,7 +145,12 @@ class MLP(Module):
         return h, (MLPCache(tuple(caches)) if need_grad else None)
 
     def backward(self, dy, cache, need_input_grad=True):
-        """Chain the Linear VJPs in reverse; a residual block adds the skip gradient dh."""
+        """dx (N, in), or None without ``need_input_grad``: the Linear VJPs in reverse.
+
+        h_0 = x, h_i = phi(h_(i-1) W_i + b_i) (+ h_(i-1) in a residual block); for i = L down to 1:
+            da = dh_i * phi'; dW_i += h_(i-1)^T da; db_i += sum_n da; dh_(i-1) = da W_i^T (+ dh_i),
+        the last term the skip connection's gradient; dx = dh_0.
+        """
         dh = dy
         for i in range(len(self.linears) - 1, -1, -1):
             dx = self.linears[i].backward(dh, cache.layers[i], need_input_grad=i > 0 or need_input_grad)

@@ -18,11 +18,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..core.module import Buffer, Module, Parameter
+from ..core.module import Buffer, Module, Parameter, widths_text
 from ..errors import ConfigError, ShapeError
 from ..kernels import backend_of
 from ..kernels._scalar import ACT_IDENTITY
-from .activations import activation_code
+from .activations import activation_code, activation_name
 
 __all__ = ["made_degrees", "block_plan", "MaskedLinear", "MADE"]
 
@@ -288,6 +288,16 @@ class MADE(Module):
         deg = np.asarray(backend_of(self.input_degrees.data).to_host(self.input_degrees.data))
         return np.argsort(deg, kind="stable")
 
+    def extra_repr(self):
+        sizes = [self.dim, *(layer.out_features for layer in self.layers)]
+        order, natural = self.order(), np.arange(self.dim)
+        kind = "natural" if np.array_equal(order, natural) else \
+            "reversed" if np.array_equal(order, natural[::-1]) else "permuted"
+        notes = [activation_name(self.layers[0].act_code), f"{kind} order",
+                 f"context {self.context_dim}" if self.context_dim else "",
+                 "residual" if getattr(self, "residual", False) else ""]
+        return widths_text(sizes, notes)
+
     def _input(self, x, context):
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ShapeError(f"MADE expected x of shape (N, {self.dim}), got {tuple(x.shape)}")
@@ -322,7 +332,14 @@ class MADE(Module):
         return getattr(self, "residual", False) and 0 < i < len(self.layers) - 1
 
     def backward(self, dy, cache):
-        """d input (N, D): the VJPs of the masked layers in reverse (the context gets none)."""
+        """d input (N, D): the VJPs of the masked layers in reverse.
+
+        h_0 = [x, context], h_i = phi(h_(i-1) (W_i * M_i) + b_i) (+ h_(i-1) in a residual block);
+        for i = L down to 1 (``MaskedLinear.backward``):
+            da = dh_i * phi'; dW_i += (h_(i-1)^T da) * M_i; db_i += sum_n da;
+            dh_(i-1) = da (W_i * M_i)^T (+ dh_i through the skip connection);
+        dx is the first D columns of dh_0 (the context's columns are dropped).
+        """
         dh = dy
         for i in range(len(self.layers) - 1, -1, -1):
             dx = self.layers[i].backward(dh, cache.layers[i])

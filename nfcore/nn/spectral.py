@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..core.module import Buffer, Module, Parameter
+from ..core.module import Buffer, Module, Parameter, widths_text
 from ..errors import ConfigError
 from ..kernels import backend_of
 
@@ -81,6 +81,11 @@ class _Spectral(Module):
         dot = ops.total(prod)
         ops.axpy(cache.scale, dwt, self.weight.grad)
         ops.axpy(-cache.scale / cache.sigma * dot, self.dsigma_dw(cache), self.weight.grad)
+
+
+    def extra_repr(self):
+        k = getattr(self, "kernel_size", None)
+        return widths_text([self.in_features, self.out_features], [f"{k}x{k}" if k else "", f"Lip <= {self.coeff:g}"])
 
 
 class SpectralLinear(_Spectral):

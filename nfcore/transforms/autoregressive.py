@@ -213,6 +213,8 @@ class _Autoregressive(Transform):
     def order(self):
         return self.made.order()
 
+    def extra_repr(self):
+        return f"{super().extra_repr()}, MADE {self.made.extra_repr()}"
 
     def config(self):
         return {"type": type(self).__name__, "dim": self.dim, "context_dim": self.context_dim}

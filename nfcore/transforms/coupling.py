@@ -50,7 +50,10 @@ class CouplingCache(NamedTuple):
 
 
 class Coupling(Transform):
-    """Template for coupling layers: subclasses give the element-wise map and its VJP."""
+    """z_a = x_a, z_b = g(x_b; h), h = net([x_a, context]); log|det| = sum_b log|dg/dx_b|.
+
+    A template: subclasses give the element-wise map g and its VJP.
+    """
 
     #: conditioner outputs per transformed column
     params_per_dim = 1
@@ -133,6 +136,10 @@ class Coupling(Transform):
     def _dh(self, dout):
         ops = backend_of(dout)
         return ops.empty((dout.shape[0], self.params_per_dim * self.idx_b.shape[0]), dout.dtype)
+
+    def extra_repr(self):
+        context = f", context {self.context_dim}" if self.context_dim else ""
+        return f"{super().extra_repr()}{context}, conditioner MLP {self.net.extra_repr()}"
 
     def config(self):
         return {"type": type(self).__name__, "dim": self.dim, "context_dim": self.context_dim}

@@ -60,7 +60,10 @@ class ImageCouplingCache(NamedTuple):
 
 
 class ImageCoupling(Transform):
-    """Template: the vector coupling maps on (N, H W C) rows with a convolutional conditioner."""
+    """z_a = x_a, z_b = g(x_b; h), h = ConvNet(x_a) on (N, H, W, C) images; log|det| = sum_b log|dg/dx_b|.
+
+    A template: the vector coupling maps g on (N, H W C) rows with a convolutional conditioner.
+    """
 
     params_per_dim = 1
 
@@ -124,6 +127,15 @@ class ImageCoupling(Transform):
         return self._call(z, need_grad, inverse=True)
 
     def backward(self, dout, dlogabsdet, cache):
+        """dL/dx = (dz/dx)^T dL/dz + (d log|det|/dx)^T dL/dlog|det|, and the ConvNet's weights.
+
+        With h = net(x_a) gathered at the transformed entries b: the element-wise map's VJP
+        (``Coupling._map_bwd``; ``AffineCoupling._map_bwd`` for the formulas) gives dL/dx_b and
+        dL/dh; dL/dh is scattered into the net's (N, H, W, P C_b) output, and the net's backward
+        adds J_net(x_a)^T dL/dh to the pass-through entries a (a checkerboard net reads the whole
+        image with the b pixels zeroed, so only its gradient at the a entries is kept). The
+        inverse direction is the same with x and z swapped.
+        """
         self._require_cache(cache, type(self).__name__)
         ops = backend_of(dout)
         n = dout.shape[0]
@@ -142,6 +154,9 @@ class ImageCoupling(Transform):
 
     # the element-wise maps are the vector coupling layers' (they read idx_b, scale_bound, params_per_dim)
     _dh = Coupling._dh
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, {self.kind} mask, conditioner ConvNet {self.net.extra_repr()}"
 
     def config(self):
         return {"type": type(self).__name__, "shape": list(self.shape), "mask": self.kind}

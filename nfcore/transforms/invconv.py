@@ -36,7 +36,10 @@ class InvConvCache(NamedTuple):
 
 
 class _InvConv(Transform):
-    """Shared plumbing: shapes, the GEMM, the VJP through the matrix that was used."""
+    """z = x W row by row (per pixel on images), W (C, C) from the subclass; log|det| = H W log|det W|.
+
+    Shared plumbing: shapes, the GEMM, the VJP through the matrix that was used.
+    """
 
     def __init__(self, shape):
         shape = (int(shape),) if np.isscalar(shape) else tuple(int(s) for s in shape)

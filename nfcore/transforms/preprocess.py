@@ -98,6 +98,9 @@ class Dequantize(Transform):
         ops.scale_inplace(ops.reshape(din, (din.size,)), float(self.levels) if cache.inverse else 1.0 / self.levels)
         return din
 
+    def extra_repr(self):
+        return f"{super().extra_repr()}, {self.levels} levels"
+
     def config(self):
         return {"type": "Dequantize", "shape": list(self.shape), "levels": self.levels}
 
@@ -152,6 +155,9 @@ class DequantizeColumns(Transform):
         """dy/dx = I (the noise is added; a.e. for the inverse's floor, whose derivative is 0 there:
         dx = dz is the straight-through convention, as for ``Dequantize``)."""
         return backend_of(dout).copy(dout)
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, integer columns {self.columns.tolist()}"
 
     def config(self):
         return {"type": "DequantizeColumns", "dim": self.dim, "columns": self.columns.tolist()}

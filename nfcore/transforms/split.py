@@ -4,6 +4,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..core.module import shape_text
 from ..core.transform import Transform
 from ..errors import ShapeError
 from ..kernels import backend_of
@@ -20,9 +21,10 @@ class SplitCache(NamedTuple):
 
 
 class Split(Transform):
-    """Factor out half the channels: x = [x_keep, x_out] -> z = [eps, rest(x_keep)] (flat).
+    """z = [(x_out - mu(x_keep)) / sigma(x_keep), rest(x_keep)]; log|det| = -sum log sigma + log|det rest|.
 
-    The factored half gets a learned conditional Gaussian prior
+    Factor out half the channels: x = [x_keep, x_out] -> z = [eps, rest(x_keep)] (flat). The
+    factored half gets a learned conditional Gaussian prior
     ``p(x_out | x_keep) = N(mu(x_keep), sigma(x_keep)^2)`` whose mean and log-scale come from a
     zero-initialised 3x3 convolution of the kept half (Glow's split prior). It is written as
     the bijection ``eps = (x_out - mu) / sigma`` (an affine coupling whose conditioner is that
@@ -98,6 +100,14 @@ class Split(Transform):
         return x, ld, (SplitCache(True, pc, rc) if need_grad else None)
 
     def backward(self, dout, dlogabsdet, cache):
+        """The chain rule through z = [eps, rest(y_keep)], y = [y_keep, eps] = prior(x), c = dL/dlog|det|:
+
+        forward: dL/dy_out = dL/deps, dL/dy_keep = rest.backward(dL/dz_rest, c),
+            dL/dx = prior.backward(dL/dy, c);
+        inverse (x = prior^-1([rest^-1(z_rest), eps])): dL/dy = prior.backward(dL/dx, c),
+            dL/deps = dL/dy_out, dL/dz_rest = rest.backward(dL/dy_keep, c).
+        Both log-dets get the same c (they add up).
+        """
         self._require_cache(cache, "Split")
         ops = backend_of(dout)
         n = dout.shape[0]
@@ -119,6 +129,12 @@ class Split(Transform):
         ops.gather_cols(dy, self.idx_out, dz, 0)
         ops.gather_cols(dtail, self.idx_tail, dz, self.n_out)
         return dz
+
+    def extra_repr(self):
+        return shape_text(self.shape, (self.dim,))
+
+    def tree_children(self):
+        return [("prior", self.prior), ("rest", self.rest)]
 
     def config(self):
         return {"type": "Split", "shape": list(self.shape), "rest": self.rest.config()}

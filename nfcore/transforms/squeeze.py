@@ -2,6 +2,7 @@
 
 from typing import NamedTuple
 
+from ..core.module import shape_text
 from ..core.transform import Transform
 from ..errors import ShapeError
 from ..kernels import backend_of
@@ -57,6 +58,9 @@ class Squeeze(Transform):
         """A permutation of the entries: dL/dx = the inverse permutation of dL/dz; log|det| = 0."""
         return self._move(dout, not cache.inverse)
 
+    def extra_repr(self):
+        return shape_text(self.in_shape, self.out_shape)
+
     def config(self):
         return {"type": "Squeeze", "shape": list(self.in_shape)}
 
@@ -84,6 +88,9 @@ class Flatten(Transform):
         ops = backend_of(dout)
         shape = (self.dim,) if cache.inverse else self.in_shape
         return ops.reshape(dout, (dout.shape[0], *shape))
+
+    def extra_repr(self):
+        return shape_text(self.in_shape, (self.dim,))
 
     def config(self):
         return {"type": "Flatten", "shape": list(self.in_shape)}
