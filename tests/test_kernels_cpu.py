@@ -241,3 +241,14 @@ def test_block_sparse_gemms_match_dense(dtype, rng, force_blocks):
         np.testing.assert_allclose(dw, 1 + (x.T.astype(np.float64) @ dy) * mask, **_tol(dtype))
     # no staircase (a random mask): the plan says dense
     assert block_plan(rng.random((64, 64)) < 0.5) == (None, None)
+
+
+def test_max_abs_is_the_largest_magnitude_and_propagates_nan(rng):
+    for dt in (np.float32, np.float64):
+        a = rng.normal(size=(7, 5)).astype(dt)
+        assert cpu.max_abs(a) == float(np.max(np.abs(a)))
+        a[3, 2] = np.nan
+        assert np.isnan(cpu.max_abs(a))
+        a[3, 2] = -np.inf
+        assert cpu.max_abs(a) == np.inf
+    assert cpu.max_abs(np.zeros((0, 3))) == 0.0

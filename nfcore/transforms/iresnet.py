@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..core.module import Parameter
+from ..core.module import Parameter, widths_text
 from ..core.transform import Transform
 from ..errors import ConfigError, GradientNotAvailable, InverseNotAvailable, ShapeError
 from ..kernels import backend_of
@@ -405,7 +405,7 @@ class ResidualBlock(Transform):
             ops.axpy(-1.0, g, nxt)
             diff = ops.copy(nxt)
             ops.axpy(-1.0, x, diff)
-            step = float(np.max(np.abs(np.asarray(ops.to_host(diff))))) if x.size else 0.0
+            step = ops.max_abs(diff)  # one float leaves the device, not the whole difference
             x = nxt
             if step <= self.tol:
                 break
@@ -444,6 +444,14 @@ class ResidualBlock(Transform):
         for layer in self.layers:
             out *= min(layer.sigma(), layer.coeff)
         return out
+
+    def extra_repr(self):
+        sizes = [self.layers[0].in_features, *(layer.out_features for layer in self.layers)]
+        kernels = "/".join(f"{k}x{k}" for k in (getattr(layer, "kernel_size", None) for layer in self.layers) if k)
+        logdet = f"logdet {self.logdet}" + (f", {self.eval_logdet} in evaluation" if self.eval_logdet != self.logdet
+                                             else "")
+        notes = [kernels, self.activation + (" with learned beta" if self.learn_beta else ""), logdet]
+        return f"{super().extra_repr()}, g {widths_text(sizes, notes)}"
 
     def config(self):
         return {"type": "ResidualBlock", "dim": self.dim, "logdet": self.logdet, "learn_beta": self.learn_beta}
