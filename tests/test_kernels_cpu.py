@@ -94,7 +94,7 @@ def test_affine_coupling_float32_route_matches_float64(idx_b, rng):
     """float32 affine coupling kernels (exp32 in flat passes) agree with the float64 ones
     (libm): every column in order (the all-flat route of MAF/IAF), every column permuted, a
     subset; with saturating log-scales; NaN kept where it came in."""
-    from nfcore.kernels.coupling import _fast32
+    from nfcore.kernels.coupling.cpu import _fast32
 
     n, d, nb = 37, 6, idx_b.shape[0]
     x = rng.normal(size=(n, d))
@@ -194,7 +194,7 @@ def test_adam_matches_reference(rng):
 def force_blocks(monkeypatch):
     """The block-sparse GEMMs whatever the BLAS thread count (several threads make the ops
     choose dense products for small batches)."""
-    from nfcore.kernels import dense
+    from nfcore.kernels.dense import cpu as dense
 
     monkeypatch.setattr(dense, "_THREADED_BLOCK_MACS", 0)
 
@@ -202,7 +202,7 @@ def force_blocks(monkeypatch):
 def test_block_choice_follows_blas_threads(monkeypatch):
     """One BLAS thread: blocks from 16 rows. Several: only when each block is big enough for
     BLAS to split it too (a mean of 2^20 multiply-adds), else the dense product."""
-    from nfcore.kernels import dense
+    from nfcore.kernels.dense import cpu as dense
 
     blocks = ((0, 16, 0, 32), (16, 48, 0, 64), (48, 80, 0, 96), (80, 128, 0, 128))  # MADE 2x128, D=8
     monkeypatch.setattr(dense, "blas_threads", lambda: 1)

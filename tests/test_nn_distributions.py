@@ -227,7 +227,7 @@ def test_made_block_sparse_path_equals_dense(kw, rng, monkeypatch):
     threshold) gives the outputs, input gradient and weight gradients of the dense path, and its
     exact Jacobian stays strictly triangular in the order (also with random degrees, residual
     blocks and context inputs)."""
-    from nfcore.kernels import dense as cpu_dense
+    from nfcore.kernels.dense import cpu as cpu_dense
     from nfcore.nn import MADE
 
     monkeypatch.setattr(cpu_dense, "_THREADED_BLOCK_MACS", 0)  # blocks at this small batch on any thread count

@@ -1,14 +1,16 @@
 """The op registry: every op is recorded by name and backend where it is defined.
 
-A family package ``nfcore.kernels.<family>`` marks its CPU ops with ``@cpu_op``; its module
-``<family>.cuda`` marks the CUDA twins with ``@cuda_op``. ``build(backend)`` imports every
-family (the CUDA modules only when the CUDA backend is built) and returns a ``Backend``: an
+A family package ``nfcore.kernels.<family>`` holds its element maths in ``math.py``, its CPU
+ops in ``cpu.py`` (marked ``@cpu_op``, or ``@cpu_kernel`` for a compiled loop) and their CUDA
+twins in ``cuda.py`` (marked ``@cuda_op``). ``build(backend)`` imports that module
+of every family (``cuda.py`` only when the CUDA backend is built) and returns a ``Backend``: an
 object whose attributes are the ops, the one that layers get from ``backend_of(array)``. No
 list of op names is kept by hand; ``tests/test_registry.py`` fails when an op has no twin on
 the other backend or no parity case in ``tests/cuda_parity_script.py``.
 """
 
 import importlib
+import importlib.util
 import pkgutil
 
 from numba import njit
@@ -35,8 +37,8 @@ def cpu_op(fn):
 
 def cpu_kernel(fn):
     """``cpu_op`` of ``fn`` compiled as nfcore's CPU kernels are: cached on disk, numpy's error
-    model (no zero-division branch, so loops vectorise)."""
-    return cpu_op(njit(cache=True, error_model="numpy")(fn))
+    model (no zero-division branch, so loops vectorise), the GIL released while they run."""
+    return cpu_op(njit(cache=True, nogil=True, error_model="numpy")(fn))
 
 
 def cuda_op(fn):
@@ -54,9 +56,9 @@ def families():
 def ops(backend):
     """{name: function} of every op of ``backend`` ("cpu" or "cuda"), importing what defines them."""
     for family in families():
-        module = importlib.import_module(f"{__package__}.{family}")
-        if backend == "cuda" and importlib.util.find_spec(f"{module.__name__}.cuda") is not None:
-            importlib.import_module(f"{module.__name__}.cuda")
+        name = f"{__package__}.{family}.{backend}"
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name)
     return dict(_OPS[backend])
 
 

@@ -4,10 +4,10 @@
 import numpy as np
 from numba import cuda
 
-from .. import adam as _maths
 from .. import launch as _launch
 from .._scalar import device_maths
 from ..registry import cuda_op
+from . import math as _maths
 
 _maths = device_maths(_maths)
 

@@ -20,12 +20,12 @@ log-scales). ``transforms.autoregressive.made_sequential`` builds them (for both
 from numba import cuda
 
 from .. import _scalar
-from .. import autoregressive as _maths
 from .. import launch as _launch
-from .. import mixture as _mixture
 from .._scalar import device_maths
 from ..array import cuda as _array
+from ..mixture import math as _mixture
 from ..registry import cuda_op
+from . import math as _maths
 
 _maths = device_maths(_maths)
 _mixture = device_maths(_mixture)

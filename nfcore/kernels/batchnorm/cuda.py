@@ -1,14 +1,14 @@
 """CUDA batch-norm ops: one thread per column, running the CPU twin's column bodies
-(``nfcore.kernels.batchnorm``). Columns are independent, so nothing is shared between threads."""
+(``batchnorm.math``). Columns are independent, so nothing is shared between threads."""
 
 
 import numpy as np
 from numba import cuda
 
-from .. import batchnorm as _maths
 from .. import launch as _launch
 from .._scalar import device_maths
 from ..registry import cuda_op
+from . import math as _maths
 
 _maths = device_maths(_maths)
 

@@ -6,16 +6,16 @@ lists the B transformed columns of the ``(N, D)`` input. Untransformed columns a
 
 One thread per sample (row): it copies the row, overwrites the transformed columns and sums
 their log-scales into ``logdet[n]``, so the copy-then-overwrite order and the per-sample
-sum need no synchronisation. The row bodies are the CPU twin's (``nfcore.kernels.coupling``).
+sum need no synchronisation. The row bodies are the CPU loops' (``coupling.math``).
 """
 
 
 from numba import cuda
 
-from .. import coupling as _maths
 from .. import launch as _launch
 from .._scalar import device_maths
 from ..registry import cuda_op
+from . import math as _maths
 
 _maths = device_maths(_maths)
 

@@ -15,12 +15,12 @@ shared memory per block, then one block over the block sums) and copy one float 
 import numpy as np
 from numba import cuda, float64
 
-from .. import elementwise as _maths
 from .. import launch as _launch
 from .._scalar import device_maths
 from ..array import cuda as _array
 from ..dense.cuda import _chunk_sums_target, _column_chunks, _column_grid, _finish_chunk_sums
 from ..registry import cuda_op
+from . import math as _maths
 
 _maths = device_maths(_maths)
 

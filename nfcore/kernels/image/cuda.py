@@ -8,10 +8,10 @@ thread's sum), one thread per weight entry for the LU composition and its VJP.
 
 from numba import cuda
 
-from .. import image as _maths
 from .. import launch as _launch
 from .._scalar import device_maths
 from ..registry import cuda_op
+from . import math as _maths
 
 _maths = device_maths(_maths)
 

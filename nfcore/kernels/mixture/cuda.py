@@ -5,9 +5,9 @@ import numpy as np
 from numba import cuda, float64
 
 from .. import launch as _launch
-from .. import mixture as _maths
 from .._scalar import device_maths
 from ..registry import cuda_op
+from . import math as _maths
 
 _maths = device_maths(_maths)
 

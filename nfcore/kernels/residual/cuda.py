@@ -4,9 +4,9 @@
 from numba import cuda
 
 from .. import launch as _launch
-from .. import residual as _maths
 from .._scalar import device_maths
 from ..registry import cuda_op
+from . import math as _maths
 
 _maths = device_maths(_maths)
 

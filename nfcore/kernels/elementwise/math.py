@@ -1,0 +1,86 @@
+"""Element maths of element-wise ops, written once: ``@element`` functions (inlined) that the
+CPU loops (``cpu``) and the CUDA threads (``cuda``, through ``device_maths``) both call."""
+
+import math
+
+from .._scalar import element
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+@element
+def diag_affine_element(x, loc, logscale, sign, out, i, j):
+    """out[i, j] = x e^ls + loc (sign +1) or (x - loc) e^-ls (sign -1), ls = logscale[j]."""
+    if sign > 0:
+        out[i, j] = x[i, j] * math.exp(logscale[j]) + loc[j]
+    else:
+        out[i, j] = (x[i, j] - loc[j]) * math.exp(-logscale[j])
+
+
+@element
+def diag_affine_grad(g, o, loc, ls, dl, sign):
+    """(din, dloc term, dls term) of one element given its output o and the sample's dlogdet dl.
+
+    Forward (sign +1), o = x e^ls + loc, logdet += ls: din = g e^ls, dloc += g, dls += g (o - loc) + dl.
+    Inverse (sign -1), o = (x - loc) e^-ls, logdet -= ls: din = g e^-ls, dloc -= din, dls -= g o + dl.
+    """
+    if sign > 0:
+        return g * math.exp(ls), g, g * (o - loc) + dl
+    gi = g * math.exp(-ls)
+    return gi, -gi, -(g * o + dl)
+
+
+@element
+def normal_row(z, i):
+    """log N(z[i]; 0, I) = -0.5 |z_i|^2 - D/2 log(2 pi)."""
+    d = z.shape[1]
+    acc = 0.0
+    for j in range(d):
+        acc += z[i, j] * z[i, j]
+    return -0.5 * acc - 0.5 * d * _LOG_2PI
+
+
+@element
+def diag_normal_row(z, loc, logscale, i):
+    """log N(z[i]; mu, diag s^2) = sum_d [-0.5 ((z - mu)/s)^2 - log s] - D/2 log(2 pi), s = e^logscale."""
+    d = z.shape[1]
+    acc = 0.0
+    for j in range(d):
+        u = (z[i, j] - loc[j]) * math.exp(-logscale[j])
+        acc += -0.5 * u * u - logscale[j]
+    return acc - 0.5 * d * _LOG_2PI
+
+
+@element
+def diag_normal_grad(z, loc, ls, g):
+    """(dz, dloc term, dls term) of one element of diag_normal_row, g = dL/dlogp of its sample:
+    with u = (z - mu)/s, dz = -u/s g, dmu = u/s g, dls = (u^2 - 1) g."""
+    inv_s = math.exp(-ls)
+    u = (z - loc) * inv_s
+    return -u * inv_s * g, u * inv_s * g, (u * u - 1.0) * g
+
+
+@element
+def store_chunk_pair(dloc_part, dls_part, ch, j, acc_loc, acc_ls, accumulate):
+    """Chunk ch's column-j sums of two parameter gradients, added (``accumulate``) or written:
+    the CUDA column reductions' last step (their per-chunk partial sums)."""
+    if accumulate:
+        dloc_part[ch, j] += acc_loc
+        dls_part[ch, j] += acc_ls
+    else:
+        dloc_part[ch, j] = acc_loc
+        dls_part[ch, j] = acc_ls
+
+
+@element
+def reduce_step(acc, v, mode):
+    """One element into a running reduction: mode 0 sum, 1 sum of squares, 2 max |v|.
+    The max propagates NaN (a NaN element or accumulator gives NaN)."""
+    if mode == 0:
+        return acc + v
+    if mode == 1:
+        return acc + v * v
+    m = abs(v)
+    return m if (m > acc or m != m) else acc
+
+
