@@ -1,6 +1,6 @@
 """nfcore: normalizing flows in NumPy and Numba, every gradient written out by hand."""
 
-from . import data, gradcheck, plot, tabular
+from . import data, gradcheck, plot, tabular, transforms
 from .core import (
     Buffer,
     Chain,
@@ -32,33 +32,7 @@ from .nn import MADE, MLP, Conv2d, ConvNet, Linear, MaskedLinear, SpectralConv2d
 from .priors import AutoregressivePrior
 from .threads import get_num_threads, set_num_threads
 from .train import Adam, bits_per_dim, evaluate_nll, fit, fit_reverse_kl, load, save
-from .transforms import (
-    IAF,
-    MAF,
-    ActNorm,
-    AdditiveCoupling,
-    AffineCoupling,
-    AffineLU,
-    BatchNorm,
-    ConvResidualBlock,
-    Dequantize,
-    DequantizeColumns,
-    Flatten,
-    ImageAdditiveCoupling,
-    ImageAffineCoupling,
-    InvConv1x1,
-    InvConv1x1LU,
-    Logit,
-    Permutation,
-    ResidualBlock,
-    Scaling,
-    Split,
-    Squeeze,
-    Standardize,
-    image_mask,
-    make_mask,
-    make_permutation,
-)
+from .transforms import *  # noqa: F403 (the transforms are listed once, in transforms.__all__)
 
 __version__ = "0.1.0"
 
@@ -68,8 +42,6 @@ __all__ = [
     "plot",
     "tabular",
     "GaussianMixture",
-    "AffineLU",
-    "DequantizeColumns",
     "Buffer",
     "Chain",
     "DiagNormal",
@@ -108,29 +80,7 @@ __all__ = [
     "Linear",
     "Conv2d",
     "ConvNet",
-    "MAF",
-    "IAF",
-    "BatchNorm",
-    "AdditiveCoupling",
-    "AffineCoupling",
-    "Permutation",
-    "Scaling",
-    "Standardize",
-    "make_mask",
-    "make_permutation",
-    "ActNorm",
-    "InvConv1x1",
-    "InvConv1x1LU",
-    "ImageAffineCoupling",
-    "ImageAdditiveCoupling",
-    "image_mask",
-    "Squeeze",
-    "Flatten",
-    "Split",
-    "Dequantize",
-    "Logit",
-    "ResidualBlock",
-    "ConvResidualBlock",
     "SpectralLinear",
     "SpectralConv2d",
+    *transforms.__all__,
 ]
