@@ -173,27 +173,15 @@ def op_cases(rng, dt, s):
         "add_inplace": [("", [r(n, d), r(n, d)], [0])],
         "gather_cols": [("offset=2", [r(n, d), perm, r(n, perm.size + 3), 2], [2])],
         "scatter_add_cols": [("", [r(n, perm.size + 1), perm, r(n, d)], [2])],
-        "affine_coupling_fwd": [
-            ("", [r(n, d), r(n, 2 * nb, scale=3.0), idx_b, 2.0, _nan((n, d), dt), _nan(n, dt), _nan((n, nb), dt)],
-             [4, 5, 6])
+        "affine_map": [
+            (f"expand={e}", [r(n, d), r(n, 2 * nb, scale=3.0), idx_b, 2.0, e, _nan((n, d), dt), _nan(n, dt),
+                             _nan((n, nb), dt)], [5, 6, 7])
+            for e in (True, False)
         ],
-        "affine_coupling_inv": [
-            ("", [r(n, d), r(n, 2 * nb, scale=3.0), idx_b, 2.0, _nan((n, d), dt), _nan(n, dt), _nan((n, nb), dt)],
-             [4, 5, 6])
-        ],
-        "affine_coupling_fwd_bwd": [
-            (
-                "",
-                [r(n, d), r(n), r(n, d), r(n, nb, scale=1.5), idx_b, 2.0, _nan((n, d), dt), _nan((n, 2 * nb), dt)],
-                [6, 7],
-            )
-        ],
-        "affine_coupling_inv_bwd": [
-            (
-                "",
-                [r(n, d), r(n), r(n, d), r(n, nb, scale=1.5), idx_b, 2.0, _nan((n, d), dt), _nan((n, 2 * nb), dt)],
-                [6, 7],
-            )
+        "affine_map_vjp": [
+            (f"expand={e}", [r(n, d), r(n), r(n, d), r(n, nb, scale=1.5), idx_b, 2.0, e, _nan((n, d), dt),
+                             _nan((n, 2 * nb), dt)], [7, 8])
+            for e in (True, False)
         ],
         "additive_coupling": [
             (f"sign={sg}", [r(n, d), r(n, nb), idx_b, sg, _nan((n, d), dt)], [4]) for sg in (1.0, -1.0)

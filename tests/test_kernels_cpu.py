@@ -43,7 +43,7 @@ def test_coupling_kernels_match_formulas(dtype, rng):
     z = np.empty_like(x)
     ld = np.full(n, np.nan, dtype)  # garbage in the output buffer must not leak in
     saved = np.full((n, 3), np.nan, dtype)
-    cpu.affine_coupling_fwd(x, h, idx_b, bound, z, ld, saved)
+    cpu.affine_map(x, h, idx_b, bound, True, z, ld, saved)
     np.testing.assert_allclose(saved, ls, **_tol(dtype))
     ref = x.astype(np.float64).copy()
     ref[:, idx_b] = x[:, idx_b] * np.exp(ls) + t
@@ -51,7 +51,7 @@ def test_coupling_kernels_match_formulas(dtype, rng):
     np.testing.assert_allclose(ld, ls.sum(1), **_tol(dtype))
     back = np.empty_like(x)
     ld2 = np.full(n, np.nan, dtype)
-    cpu.affine_coupling_inv(z, h, idx_b, bound, back, ld2, saved)
+    cpu.affine_map(z, h, idx_b, bound, False, back, ld2, saved)
     np.testing.assert_allclose(back, x, **_tol(dtype))
     np.testing.assert_allclose(ld2, -ls.sum(1), **_tol(dtype))
     out = np.empty_like(x)
@@ -106,13 +106,13 @@ def test_affine_coupling_float32_route_matches_float64(idx_b, rng):
         xs, hs, dzs, dlds = (a.astype(dt) for a in (x, h, dz, dld))
         bound = dt(2.5)
         z, ld, ls = np.empty((n, d), dt), np.empty(n, dt), np.empty((n, nb), dt)
-        cpu.affine_coupling_fwd(xs, hs, idx_b, bound, z, ld, ls)
+        cpu.affine_map(xs, hs, idx_b, bound, True, z, ld, ls)
         xi, ldi, lsi = np.empty((n, d), dt), np.empty(n, dt), np.empty((n, nb), dt)
-        cpu.affine_coupling_inv(z, hs, idx_b, bound, xi, ldi, lsi)
+        cpu.affine_map(z, hs, idx_b, bound, False, xi, ldi, lsi)
         dx1, dh1 = np.empty((n, d), dt), np.empty((n, 2 * nb), dt)
-        cpu.affine_coupling_fwd_bwd(dzs, dlds, xs, ls, idx_b, bound, dx1, dh1)
+        cpu.affine_map_vjp(dzs, dlds, xs, ls, idx_b, bound, True, dx1, dh1)
         dx2, dh2 = np.empty((n, d), dt), np.empty((n, 2 * nb), dt)
-        cpu.affine_coupling_inv_bwd(dzs, dlds, xi, lsi, idx_b, bound, dx2, dh2)
+        cpu.affine_map_vjp(dzs, dlds, xi, lsi, idx_b, bound, False, dx2, dh2)
         out[dt] = (z, ld, ls, xi, ldi, dx1, dh1, dx2, dh2)
         assert _fast32(ls) == (dt == np.float32)
     for a32, a64 in zip(out[np.float32], out[np.float64]):
@@ -121,7 +121,7 @@ def test_affine_coupling_float32_route_matches_float64(idx_b, rng):
     h[1, nb] = np.nan
     hs = h.astype(np.float32)
     z, ld, ls = np.empty((n, d), np.float32), np.empty(n, np.float32), np.empty((n, nb), np.float32)
-    cpu.affine_coupling_fwd(x.astype(np.float32), hs, idx_b, np.float32(2.5), z, ld, ls)
+    cpu.affine_map(x.astype(np.float32), hs, idx_b, np.float32(2.5), True, z, ld, ls)
     assert np.isnan(z[1, idx_b[0]]) and np.isnan(ld[1]) and np.isfinite(np.delete(z, 1, 0)).all()
 
 

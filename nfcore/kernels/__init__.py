@@ -7,7 +7,7 @@ maths with their derivatives (plain ``@njit`` functions, written once), its CPU 
 name and backend where they are defined (``registry.cpu_op`` / ``registry.cuda_op``).
 
 Layer code asks ``backend_of(array)`` for the backend that owns an array and calls its ops
-(``matmul``, ``bias_act``, ``affine_coupling_fwd``, ...). Both backends expose the same ops
+(``matmul``, ``bias_act``, ``affine_map``, ...). Both backends expose the same ops
 with the same signatures: inputs first, preallocated outputs last, in place. The CUDA modules
 are imported only when a device array (or ``get_backend("cuda")``) asks for them, so
 ``import nfcore`` never touches a GPU.

@@ -149,8 +149,7 @@ class _Autoregressive(Transform):
         out = ops.empty(y.shape, y.dtype)
         logdet = ops.empty((y.shape[0],), y.dtype)
         ls = ops.empty(y.shape, y.dtype)
-        kernel = ops.affine_coupling_fwd if expand else ops.affine_coupling_inv
-        kernel(y, h, self._all, y.dtype.type(self.scale_bound), out, logdet, ls)
+        ops.affine_map(y, h, self._all, y.dtype.type(self.scale_bound), expand, out, logdet, ls)
         return out, logdet, ls
 
     def _one_pass(self, y, context, need_grad, expand):
@@ -205,8 +204,8 @@ class _Autoregressive(Transform):
         ops = backend_of(dout)
         din = ops.empty(dout.shape, dout.dtype)
         dh = ops.empty((dout.shape[0], 2 * self.dim), dout.dtype)
-        kernel = ops.affine_coupling_fwd_bwd if cache.expand else ops.affine_coupling_inv_bwd
-        kernel(dout, dlogabsdet, cache.x, cache.ls, self._all, dout.dtype.type(self.scale_bound), din, dh)
+        ops.affine_map_vjp(dout, dlogabsdet, cache.x, cache.ls, self._all, dout.dtype.type(self.scale_bound),
+                           cache.expand, din, dh)
         ops.iadd(din, self.made.backward(dh, cache.made))
         return din
 

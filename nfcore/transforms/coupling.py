@@ -199,8 +199,7 @@ class AffineCoupling(Coupling):
         out = ops.empty(x.shape, x.dtype)
         logdet = ops.empty((x.shape[0],), x.dtype)
         ls = ops.empty((x.shape[0], self.idx_b.shape[0]), x.dtype)
-        kernel = ops.affine_coupling_inv if inverse else ops.affine_coupling_fwd
-        kernel(x, h, self.idx_b, x.dtype.type(self.scale_bound), out, logdet, ls)
+        ops.affine_map(x, h, self.idx_b, x.dtype.type(self.scale_bound), not inverse, out, logdet, ls)
         return out, logdet, ls
 
     def _map_bwd(self, dout, dlogabsdet, cache):
@@ -215,6 +214,6 @@ class AffineCoupling(Coupling):
         ops = backend_of(dout)
         din = ops.empty(dout.shape, dout.dtype)
         dh = self._dh(dout)
-        kernel = ops.affine_coupling_inv_bwd if cache.inverse else ops.affine_coupling_fwd_bwd
-        kernel(dout, dlogabsdet, cache.x, cache.aux, self.idx_b, dout.dtype.type(self.scale_bound), din, dh)
+        ops.affine_map_vjp(dout, dlogabsdet, cache.x, cache.aux, self.idx_b, dout.dtype.type(self.scale_bound),
+                           not cache.inverse, din, dh)
         return din, dh

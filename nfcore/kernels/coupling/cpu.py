@@ -36,46 +36,26 @@ def _flat(a, b, idx_b):
 
 
 @cpu_op
-def affine_coupling_fwd(x, h, idx_b, bound, z, logdet, ls):
-    """z_b = x_b * exp(ls) + t, ls = bound * tanh(h_s / bound); logdet[n] = sum_b ls."""
+def affine_map(a, h, idx_b, bound, expand, b, logdet, ls):
+    """The affine coupling map, ls = bound tanh(h_s / bound) (written to ``ls``), t = h_t:
+    expand: b_B = a_B e^ls + t, logdet[n] = sum_B ls; else b_B = (a_B - t) e^-ls, logdet[n] = -sum_B ls."""
     if _fast32(ls):
-        _affine_map32(x, h, idx_b, bound, z, logdet, ls, _flat(x, z, idx_b), True)
+        _affine_map32(a, h, idx_b, bound, b, logdet, ls, _flat(a, b, idx_b), expand)
     else:
-        _affine_map(x, h, idx_b, bound, z, logdet, ls, True)
+        _affine_map(a, h, idx_b, bound, b, logdet, ls, expand)
 
 
 @cpu_op
-def affine_coupling_inv(z, h, idx_b, bound, x, logdet, ls):
-    """x_b = (z_b - t) * exp(-ls); logdet[n] = -sum_b ls."""
-    if _fast32(ls):
-        _affine_map32(z, h, idx_b, bound, x, logdet, ls, _flat(z, x, idx_b), False)
-    else:
-        _affine_map(z, h, idx_b, bound, x, logdet, ls, False)
-
-
-@cpu_op
-def affine_coupling_fwd_bwd(dz, dlogdet, x, ls, idx_b, bound, dx, dh):
-    """VJP of affine_coupling_fwd.
-
-    dx_a = dz_a; dx_b = dz_b * s; dt = dz_b; d raw = (dz_b * x_b * s + dlogdet) * (1 - (ls/bound)^2).
+def affine_map_vjp(db, dlogdet, x, ls, idx_b, bound, expand, da, dh):
+    """VJP of affine_map from its saved ls; x is the map's input when expand, its output otherwise:
+    expand: da_B = db_B e^ls, dt = db_B, d raw = (db_B x_B e^ls + dlogdet) (1 - (ls/bound)^2);
+    else:   da_B = db_B e^-ls, dt = -da_B, d raw = (-db_B x_B - dlogdet) (1 - (ls/bound)^2).
     """
     if _fast32(ls):
-        _affine_fwd_bwd32(dz, dlogdet, x, ls, idx_b, bound, dx, dh, _flat(dz, dx, idx_b))
+        vjp32 = _affine_fwd_bwd32 if expand else _affine_inv_bwd32
+        vjp32(db, dlogdet, x, ls, idx_b, bound, da, dh, _flat(db, da, idx_b))
     else:
-        _affine_map_vjp(dz, dlogdet, x, ls, idx_b, bound, dx, dh, True)
-
-
-@cpu_op
-def affine_coupling_inv_bwd(dx, dlogdet, x, ls, idx_b, bound, dz, dh):
-    """VJP of affine_coupling_inv, given its *output* x.
-
-    x_b = (z_b - t) e^{-ls}: dz_b = dx_b e^{-ls}; dt = -dx_b e^{-ls};
-    d ls = -dx_b * x_b - dlogdet; d raw = d ls * (1 - (ls/bound)^2).
-    """
-    if _fast32(ls):
-        _affine_inv_bwd32(dx, dlogdet, x, ls, idx_b, bound, dz, dh, _flat(dx, dz, idx_b))
-    else:
-        _affine_map_vjp(dx, dlogdet, x, ls, idx_b, bound, dz, dh, False)
+        _affine_map_vjp(db, dlogdet, x, ls, idx_b, bound, da, dh, expand)
 
 
 @_jit

@@ -50,34 +50,16 @@ def _additive_bwd_kernel(dout, idx_b, sign, din, dh):
 
 
 @cuda_op
-def affine_coupling_fwd(x, h, idx_b, bound, z, logdet, ls):
-    """z_b = x_b * exp(ls) + t, ls = bound * tanh(h_s / bound); logdet[n] = sum_b ls."""
-    _affine_map_kernel[_launch.grid(x.shape[0])](x, h, idx_b, bound, z, logdet, ls, True)
+def affine_map(a, h, idx_b, bound, expand, b, logdet, ls):
+    """expand: b_B = a_B e^ls + t, logdet = sum ls; else b_B = (a_B - t) e^-ls, logdet = -sum ls
+    (ls = bound tanh(h_s / bound), written to ``ls``)."""
+    _affine_map_kernel[_launch.grid(a.shape[0])](a, h, idx_b, bound, b, logdet, ls, bool(expand))
 
 
 @cuda_op
-def affine_coupling_inv(z, h, idx_b, bound, x, logdet, ls):
-    """x_b = (z_b - t) * exp(-ls); logdet[n] = -sum_b ls."""
-    _affine_map_kernel[_launch.grid(z.shape[0])](z, h, idx_b, bound, x, logdet, ls, False)
-
-
-@cuda_op
-def affine_coupling_fwd_bwd(dz, dlogdet, x, ls, idx_b, bound, dx, dh):
-    """VJP of affine_coupling_fwd.
-
-    dx_a = dz_a; dx_b = dz_b * s; dt = dz_b; d raw = (dz_b * x_b * s + dlogdet) * (1 - (ls/bound)^2).
-    """
-    _affine_map_vjp_kernel[_launch.grid(x.shape[0])](dz, dlogdet, x, ls, idx_b, bound, dx, dh, True)
-
-
-@cuda_op
-def affine_coupling_inv_bwd(dx, dlogdet, x, ls, idx_b, bound, dz, dh):
-    """VJP of affine_coupling_inv, given its *output* x.
-
-    x_b = (z_b - t) e^{-ls}: dz_b = dx_b e^{-ls}; dt = -dx_b e^{-ls};
-    d ls = -dx_b * x_b - dlogdet; d raw = d ls * (1 - (ls/bound)^2).
-    """
-    _affine_map_vjp_kernel[_launch.grid(x.shape[0])](dx, dlogdet, x, ls, idx_b, bound, dz, dh, False)
+def affine_map_vjp(db, dlogdet, x, ls, idx_b, bound, expand, da, dh):
+    """VJP of affine_map from its saved ls (x: the map's input when expand, its output otherwise)."""
+    _affine_map_vjp_kernel[_launch.grid(x.shape[0])](db, dlogdet, x, ls, idx_b, bound, da, dh, bool(expand))
 
 
 @cuda_op
