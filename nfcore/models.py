@@ -53,7 +53,10 @@ Config keys (defaults in ``DEFAULTS``):
                 inverse instead of keeping activations (``Chain(memory_saving=True)``)
 """
 
+from __future__ import annotations
+
 import copy
+from typing import Any
 
 import numpy as np
 
@@ -442,7 +445,7 @@ def normalize_config(config, allow_large=False):
     return cfg
 
 
-def build(config, allow_large=False):
+def build(config: dict[str, Any], allow_large: bool = False) -> Flow:
     """A ``Flow`` from a config dict (see the module docstring for the keys); ``allow_large``:
     build one of more than ``MAX_PARAMETERS`` parameters."""
     cfg = normalize_config(config, allow_large)

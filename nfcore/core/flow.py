@@ -6,14 +6,22 @@
 and kernels below can trust them.
 """
 
+from __future__ import annotations
+
 import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .._checks import check_int
+from .._types import Array
 from ..errors import ConfigError, InputOutsideDomain, ShapeError
 from ..kernels import backend_of, get_backend, is_device_array
+from .distributions import Distribution
 from .module import Module, shape_text
+from .transform import Transform
 
 __all__ = ["Flow"]
 
@@ -47,7 +55,8 @@ class Flow(Module):
         (5, 2)
     """
 
-    def __init__(self, transform, base, context_dim=0, config=None, shape=None):
+    def __init__(self, transform: Transform, base: Distribution, context_dim: int = 0,
+                 config: Mapping[str, Any] | None = None, shape: Sequence[int] | None = None) -> None:
         self.transform = transform
         self.base = base
         self.shape = base.shape if shape is None else tuple(int(s) for s in shape)
@@ -66,7 +75,7 @@ class Flow(Module):
         if self.config is not None and "dtype" in self.config:
             self.config["dtype"] = self._dtype.name  # a checkpoint rebuilds what is there now
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         family = [self.config["flow"]] if self.config and "flow" in self.config else []
         shape = f"dim={self.shape[0]}" if len(self.shape) == 1 else f"shape={shape_text(self.shape)[1:-1]}"
         context = [f"context_dim={self.context_dim}"] if self.context_dim else []
@@ -76,11 +85,11 @@ class Flow(Module):
         return [("", self.transform), ("base", self.base)]
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype:
         return self._dtype
 
     @property
-    def device(self):
+    def device(self) -> str:
         return self._device
 
     # -- validation at the public edge -------------------------------------------------
@@ -151,7 +160,8 @@ class Flow(Module):
                 m.training = mode
 
     # -- density ---------------------------------------------------------------------
-    def log_prob(self, x, context=None, chunk_size=None):
+    def log_prob(self, x: ArrayLike | Array, context: ArrayLike | Array | None = None,
+                 chunk_size: int | None = None) -> Array:
         """log p(x), shape (N,), on the input's device; evaluation semantics whatever the mode.
 
         ``chunk_size``: evaluate that many rows at a time (bounded scratch memory for large N).
@@ -172,7 +182,7 @@ class Flow(Module):
         backend_of(lp).iadd(lp, ld)
         return lp
 
-    def loss_and_grad(self, x, context=None):
+    def loss_and_grad(self, x: ArrayLike | Array, context: ArrayLike | Array | None = None) -> float:
         """Mean negative log-likelihood of the batch; accumulates its gradient into every parameter.
 
         Returns the loss as a float. Gradients are *added*: call ``zero_grad`` first.
@@ -195,7 +205,8 @@ class Flow(Module):
     def _rng(self, seed):
         return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
-    def sample(self, n, context=None, seed=None, temperature=1.0, chunk_size=None):
+    def sample(self, n: int, context: ArrayLike | Array | None = None, seed: int | np.random.Generator | None = None,
+               temperature: float = 1.0, chunk_size: int | None = None) -> Array:
         """n samples x ~ p, shape (n, *shape), on the model's device.
 
         ``temperature`` T scales the base noise (and so every split prior's standard
@@ -204,7 +215,9 @@ class Flow(Module):
         """
         return self.sample_and_log_prob(n, context, seed, temperature, chunk_size)[0]
 
-    def sample_and_log_prob(self, n, context=None, seed=None, temperature=1.0, chunk_size=None):
+    def sample_and_log_prob(self, n: int, context: ArrayLike | Array | None = None,
+                            seed: int | np.random.Generator | None = None, temperature: float = 1.0,
+                            chunk_size: int | None = None) -> tuple[Array, Array]:
         """(x, log p(x)) for n fresh samples, in one pass through the sampling direction."""
         n = check_int("number of samples", n, 1, ShapeError)
         temperature = float(temperature)
@@ -230,7 +243,9 @@ class Flow(Module):
         ops.iadd(lp, ld_neg)
         return x, lp
 
-    def reverse_kl_loss_and_grad(self, log_target, n, seed=None, context=None):
+    def reverse_kl_loss_and_grad(self, log_target: Callable[[np.ndarray], tuple[ArrayLike, ArrayLike]], n: int,
+                                 seed: int | np.random.Generator | None = None,
+                                 context: ArrayLike | Array | None = None) -> float:
         """Reverse KL to an unnormalised density: E_q[log q(x) - log p~(x)], x = f^{-1}(u), u ~ base.
 
         ``log_target(x) -> (log p~(x) (N,), d log p~ / dx (N, ...))`` on host arrays.

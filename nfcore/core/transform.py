@@ -12,8 +12,12 @@ input gradient. ``cache`` holds everything backward needs; ``need_grad=False`` r
 ``cache=None`` and keeps nothing.
 """
 
-from typing import NamedTuple
+from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+from .._types import Array, Cache
 from ..errors import ConfigError, GradientNotAvailable
 from ..kernels import backend_of
 from .module import Module, shape_text
@@ -24,15 +28,15 @@ __all__ = ["Transform", "Chain", "Inverse"]
 class Transform(Module):
     """z = f(x), log|det df/dx| per sample: the base class of invertible maps with a hand-written VJP."""
 
-    def forward(self, x, context=None, need_grad=True):
+    def forward(self, x: Array, context: Array | None = None, need_grad: bool = True) -> tuple[Array, Array, Cache]:
         """(N, ...) data -> (z, logabsdet (N,), cache)."""
         raise NotImplementedError
 
-    def inverse(self, z, context=None, need_grad=True):
+    def inverse(self, z: Array, context: Array | None = None, need_grad: bool = True) -> tuple[Array, Array, Cache]:
         """(N, ...) latent -> (x, logabsdet (N,), cache)."""
         raise NotImplementedError
 
-    def backward(self, dout, dlogabsdet, cache):
+    def backward(self, dout: Array, dlogabsdet: Array, cache: Cache) -> Array:
         """d input (N, ...): the vector-Jacobian product of the call out = f(in) that made ``cache``.
 
         With g = dL/d(out) (N, ...) and c = dL/dlog|det| (N,), per sample n:
@@ -42,11 +46,11 @@ class Transform(Module):
         """
         raise NotImplementedError
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         """Plain-dict description (for ``info``); builders own reconstruction."""
         return {"type": type(self).__name__}
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         """``[event shape]`` (from ``shape`` or ``dim``); layers that change it or hold a network say more."""
         shape = getattr(self, "shape", None)
         if shape is None and getattr(self, "dim", None) is not None:
@@ -87,11 +91,11 @@ class Chain(Transform):
             refused).
     """
 
-    def __init__(self, transforms, memory_saving=False):
+    def __init__(self, transforms: Iterable[Transform], memory_saving: bool = False) -> None:
         self.transforms = list(transforms)
         self.memory_saving = bool(memory_saving)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.transforms)
 
     def __getitem__(self, i):
@@ -113,10 +117,10 @@ class Chain(Transform):
         cache = ChainCache(inverse, tuple(caches)) if need_grad else None
         return x, total, cache
 
-    def forward(self, x, context=None, need_grad=True):
+    def forward(self, x: Array, context: Array | None = None, need_grad: bool = True) -> tuple[Array, Array, Cache]:
         return self._run(x, context, need_grad, inverse=False)
 
-    def inverse(self, z, context=None, need_grad=True):
+    def inverse(self, z: Array, context: Array | None = None, need_grad: bool = True) -> tuple[Array, Array, Cache]:
         return self._run(z, context, need_grad, inverse=True)
 
     def _check_recomputable(self):
@@ -139,7 +143,7 @@ class Chain(Transform):
             y = x_in
         return dout
 
-    def backward(self, dout, dlogabsdet, cache):
+    def backward(self, dout: Array, dlogabsdet: Array, cache: Cache) -> Array:
         """d input: the chain rule through the layers, in the reverse order of the calls.
 
         Forward z_0 = x, z_k = f_k(z_(k-1)), z = z_K, log|det| = sum_k ld_k; for k = K down to 1:
@@ -157,7 +161,7 @@ class Chain(Transform):
             dout = t.backward(dout, dlogabsdet, c)
         return dout
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         n = len(self.transforms)
         return f"{n} layer{'s' if n != 1 else ''}" + (", memory-saving" if self.memory_saving else "")
 
@@ -165,7 +169,7 @@ class Chain(Transform):
         width = len(str(len(self.transforms) - 1))
         return [(f"{i:<{width}}", t) for i, t in enumerate(self.transforms)]
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         return {"type": "Chain", "memory_saving": self.memory_saving,
                 "transforms": [t.config() for t in self.transforms]}
 
@@ -173,16 +177,16 @@ class Chain(Transform):
 class Inverse(Transform):
     """z = f^-1(x), log|det| = -log|det df/dz|: forward and inverse swapped (caches keep their direction)."""
 
-    def __init__(self, transform):
+    def __init__(self, transform: Transform) -> None:
         self.transform = transform
 
-    def forward(self, x, context=None, need_grad=True):
+    def forward(self, x: Array, context: Array | None = None, need_grad: bool = True) -> tuple[Array, Array, Cache]:
         return self.transform.inverse(x, context, need_grad)
 
-    def inverse(self, z, context=None, need_grad=True):
+    def inverse(self, z: Array, context: Array | None = None, need_grad: bool = True) -> tuple[Array, Array, Cache]:
         return self.transform.forward(z, context, need_grad)
 
-    def backward(self, dout, dlogabsdet, cache):
+    def backward(self, dout: Array, dlogabsdet: Array, cache: Cache) -> Array:
         """The wrapped transform's VJP of the call that made ``cache`` (f^-1's forward is f's inverse):
 
         dL/d(in) = (d out / d in)^T dL/d(out) + dL/dlog|det| d log|det| / d in, unchanged.
@@ -192,5 +196,5 @@ class Inverse(Transform):
     def tree_children(self):
         return [("", self.transform)]
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         return {"type": "Inverse", "transform": self.transform.config()}

@@ -6,6 +6,8 @@ and ``__meta__``: UTF-8 JSON bytes (as uint8) holding the format tag, the builde
 and a training summary. Loaded with ``allow_pickle=False``: nothing in the file executes.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import struct
@@ -13,10 +15,15 @@ import tempfile
 import time
 import zipfile
 import zlib
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
+from ..core.flow import Flow
 from ..errors import CheckpointError, ConfigError, NfcoreError
+from .adam import Adam
 
 __all__ = ["save", "load", "load_checkpoint", "read_info", "FORMAT"]
 
@@ -42,7 +49,8 @@ def _remove_stale_temporaries(folder):
                 pass  # gone already, or not ours to remove
 
 
-def save(path, flow, optimizer=None, meta=None, best_state=None, extra=None):
+def save(path: str | os.PathLike[str], flow: Flow, optimizer: Adam | None = None, meta: dict[str, Any] | None = None,
+         best_state: Mapping[str, ArrayLike] | None = None, extra: Mapping[str, ArrayLike] | None = None) -> None:
     """Write ``flow`` (and optionally optimiser state, best weights, extra arrays) to ``path``.
 
     The file is written to a temporary name in the same folder and renamed, so a crash
@@ -201,7 +209,7 @@ def _check_value(path, key, value, built):
                               "degree vector is fixed by the config and seed)")
 
 
-def read_info(path):
+def read_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The checkpoint's metadata (format, config, meta) alone, checked, without building the model."""
     path = os.fspath(path)
     try:
@@ -219,7 +227,8 @@ def _section(arrays, prefix):
     return {k[n:]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
-def load_checkpoint(path, device="cpu", allow_large=False):
+def load_checkpoint(path: str | os.PathLike[str], device: str = "cpu",
+                    allow_large: bool = False) -> tuple[Flow, dict[str, Any], dict[str, dict[str, np.ndarray]]]:
     """(flow, info, sections): the model rebuilt from its config plus every stored section.
 
     ``sections`` has keys ``optim``, ``best``, ``extra`` (dicts of arrays, possibly empty).
@@ -252,7 +261,7 @@ def load_checkpoint(path, device="cpu", allow_large=False):
     return flow, info, sections
 
 
-def load(path, device="cpu", allow_large=False):
+def load(path: str | os.PathLike[str], device: str = "cpu", allow_large: bool = False) -> Flow:
     """Rebuild the ``Flow`` stored in ``path`` (no code from the file is executed; the file is
     checked as untrusted input, see ``load_checkpoint``).
 

@@ -1,14 +1,20 @@
 """Training loops: maximum likelihood on data and reverse KL to an unnormalised density."""
 
+from __future__ import annotations
+
 import csv
 import math
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .._checks import check_int, check_real
+from ..core.flow import Flow
 from ..errors import CheckpointError, ConfigError, NfcoreError, ShapeError
 from ..kernels import backend_of, get_backend
 from .adam import Adam
@@ -146,9 +152,12 @@ def _check_data(flow, data, name):
     return np.ascontiguousarray(data, dtype=flow.dtype)
 
 
-def fit(flow, data, *, context=None, epochs=100, batch_size=256, lr=1e-3, weight_decay=0.0, clip_norm=None,
-        val_fraction=0.1, val_data=None, val_context=None, patience=None, seed=0, out_dir=None, resume=None,
-        max_seconds=None, lr_schedule="constant", log=print, meta=None, keep_start=False):
+def fit(flow: Flow, data: ArrayLike, *, context: ArrayLike | None = None, epochs: int = 100, batch_size: int = 256,
+        lr: float = 1e-3, weight_decay: float = 0.0, clip_norm: float | None = None, val_fraction: float = 0.1,
+        val_data: ArrayLike | None = None, val_context: ArrayLike | None = None, patience: int | None = None,
+        seed: int = 0, out_dir: str | os.PathLike[str] | None = None, resume: str | os.PathLike[str] | None = None,
+        max_seconds: float | None = None, lr_schedule: str = "constant", log: Callable[[str], object] | None = print,
+        meta: Mapping[str, Any] | None = None, keep_start: bool = False) -> History:
     """Fit ``flow`` by maximum likelihood with Adam; returns a ``History``.
 
     Arguments:
@@ -418,8 +427,9 @@ def _row_log_probs(flow, x, context=None, batch_size=4096):
                            for lp in _log_prob_batches(flow, x, context, batch_size)])
 
 
-def fit_reverse_kl(flow, log_target, *, steps=2000, batch_size=256, lr=1e-3, clip_norm=None, seed=0, log=print,
-                   log_every=200):
+def fit_reverse_kl(flow: Flow, log_target: Callable[[np.ndarray], tuple[ArrayLike, ArrayLike]], *, steps: int = 2000,
+                   batch_size: int = 256, lr: float = 1e-3, clip_norm: float | None = None, seed: int | None = 0,
+                   log: Callable[[str], object] | None = print, log_every: int = 200) -> np.ndarray:
     """Fit ``flow`` to an unnormalised density by reverse KL; returns the loss per step.
 
     ``log_target(x) -> (log p~(x) (N,), d log p~/dx (N, ...))`` on host arrays. The loss is
