@@ -331,7 +331,8 @@ def cmd_train(args, out=print):
     if small and args.prior == "normal" and prior_auto:
         # the base is chosen on the rows as it sees them at the start (whitened, permuted)
         scores = []
-        choice, _ = tabular.select_base(tabular.base_rows(flow, rows), seed=args.seed, log=scores.append)
+        z, frame = tabular.base_rows(flow, rows, with_frame=True)
+        choice, _ = tabular.select_base(z, seed=args.seed, log=scores.append, frame=frame)
         if choice is not None:
             args.prior, args.prior_components, args.mixture_covariance, mixture = "gmm", *choice
             config.update(base="gmm", prior_components=args.prior_components,
