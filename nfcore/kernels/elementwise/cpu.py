@@ -38,7 +38,8 @@ def diag_affine_bwd(dout, dlogdet, out, loc, logscale, sign, rows_per_sample, di
     for i in range(r):
         dl = dlogdet[i // rows_per_sample]
         for j in range(c):
-            din[i, j], g_loc, g_ls = diag_affine_grad(dout[i, j], out[i, j], loc[j], logscale[j], dl, sign)
+            e = math.exp(sign * logscale[j])
+            din[i, j], g_loc, g_ls = diag_affine_grad(dout[i, j], out[i, j], loc[j], e, dl, sign)
             dloc[j] += g_loc
             dlogscale[j] += g_ls
 
@@ -72,7 +73,7 @@ def diag_normal_logprob_bwd(z, loc, logscale, dlp, dz, dloc, dlogscale):
     n, d = z.shape
     for i in range(n):
         for j in range(d):
-            dz[i, j], g_loc, g_ls = diag_normal_grad(z[i, j], loc[j], logscale[j], dlp[i])
+            dz[i, j], g_loc, g_ls = diag_normal_grad(z[i, j], loc[j], math.exp(-logscale[j]), dlp[i])
             dloc[j] += g_loc
             dlogscale[j] += g_ls
 

@@ -12,6 +12,8 @@ shared memory per block, then one block over the block sums) and copy one float 
 """
 
 
+import math
+
 import numpy as np
 from numba import cuda, float64
 
@@ -47,11 +49,12 @@ def _diag_affine_bwd_kernel(
     j = cuda.grid(1)
     ch = cuda.blockIdx.y
     if j < dout.shape[1]:
+        e = math.exp(sign * logscale[j])  # once per column
         acc_loc = 0.0
         acc_ls = 0.0
         for i in range(ch * chunk, min(dout.shape[0], (ch + 1) * chunk)):
             dl = dlogdet[i // rows_per_sample]
-            din[i, j], g_loc, g_ls = _maths.diag_affine_grad(dout[i, j], out[i, j], loc[j], logscale[j], dl, sign)
+            din[i, j], g_loc, g_ls = _maths.diag_affine_grad(dout[i, j], out[i, j], loc[j], e, dl, sign)
             acc_loc += g_loc
             acc_ls += g_ls
         _maths.store_chunk_pair(dloc_part, dls_part, ch, j, acc_loc, acc_ls, accumulate)
@@ -152,10 +155,11 @@ def _diag_normal_logprob_bwd_kernel(z, loc, logscale, dlp, chunk, dz, dloc_part,
     j = cuda.grid(1)
     ch = cuda.blockIdx.y
     if j < z.shape[1]:
+        inv_s = math.exp(-logscale[j])  # once per column
         acc_loc = 0.0
         acc_ls = 0.0
         for i in range(ch * chunk, min(z.shape[0], (ch + 1) * chunk)):
-            dz[i, j], g_loc, g_ls = _maths.diag_normal_grad(z[i, j], loc[j], logscale[j], dlp[i])
+            dz[i, j], g_loc, g_ls = _maths.diag_normal_grad(z[i, j], loc[j], inv_s, dlp[i])
             acc_loc += g_loc
             acc_ls += g_ls
         _maths.store_chunk_pair(dloc_part, dls_part, ch, j, acc_loc, acc_ls, accumulate)

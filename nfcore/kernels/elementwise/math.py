@@ -18,15 +18,16 @@ def diag_affine_element(x, loc, logscale, sign, out, i, j):
 
 
 @element
-def diag_affine_grad(g, o, loc, ls, dl, sign):
-    """(din, dloc term, dls term) of one element given its output o and the sample's dlogdet dl.
+def diag_affine_grad(g, o, loc, e, dl, sign):
+    """(din, dloc term, dls term) of one element given its output o, its column's e = e^(sign ls)
+    (a column reduction computes it once) and the sample's dlogdet dl.
 
     Forward (sign +1), o = x e^ls + loc, logdet += ls: din = g e^ls, dloc += g, dls += g (o - loc) + dl.
     Inverse (sign -1), o = (x - loc) e^-ls, logdet -= ls: din = g e^-ls, dloc -= din, dls -= g o + dl.
     """
+    gi = g * e
     if sign > 0:
-        return g * math.exp(ls), g, g * (o - loc) + dl
-    gi = g * math.exp(-ls)
+        return gi, g, g * (o - loc) + dl
     return gi, -gi, -(g * o + dl)
 
 
@@ -52,10 +53,9 @@ def diag_normal_row(z, loc, logscale, i):
 
 
 @element
-def diag_normal_grad(z, loc, ls, g):
-    """(dz, dloc term, dls term) of one element of diag_normal_row, g = dL/dlogp of its sample:
-    with u = (z - mu)/s, dz = -u/s g, dmu = u/s g, dls = (u^2 - 1) g."""
-    inv_s = math.exp(-ls)
+def diag_normal_grad(z, loc, inv_s, g):
+    """(dz, dloc term, dls term) of one element of diag_normal_row, given its column's 1/s = e^-ls
+    and g = dL/dlogp of its sample: with u = (z - mu)/s, dz = -u/s g, dmu = u/s g, dls = (u^2 - 1) g."""
     u = (z - loc) * inv_s
     return -u * inv_s * g, u * inv_s * g, (u * u - 1.0) * g
 
