@@ -329,7 +329,8 @@ def cmd_train(args, out=print):
     if whiten:
         tabular.initialize(flow, rows)
     if small and args.prior == "normal" and prior_auto:
-        # the base is chosen on the rows as it sees them at the start (whitened, permuted)
+        # the base is chosen in the symmetric whitening of the standardised rows (the frame), then mapped to
+        # the rows as the base sees them at the start (Cholesky-whitened, permuted)
         scores = []
         z, frame = tabular.base_rows(flow, rows, with_frame=True)
         choice, _ = tabular.select_base(z, seed=args.seed, log=scores.append, frame=frame)
