@@ -113,7 +113,11 @@ def build_parser():
     t.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="(default: float32)")
     t.add_argument("--seed", type=_at_least(0), default=0)
     t.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    t.add_argument("--threads", type=_at_least(1), default=None, help="BLAS threads (default: all cores)")
+    t.add_argument("--threads", type=_at_least(1), default=None,
+                   help="cores to use: BLAS threads of one worker, or at most this many workers (default: all)")
+    t.add_argument("--workers", type=_at_least(1), default=None,
+                   help="worker threads per step, each on a shard of the batch (default: chosen from the batch "
+                        "size and --threads; the same seed and workers give the same model bit for bit)")
     t.add_argument("--out", default=None, type=_nonempty, help="run folder (default: runs/<flow>-<data>-<time>)")
     t.add_argument("--resume", default=None, help="continue from a run folder's last.npz")
     t.add_argument("--no-plot", action="store_true", help="skip the PNGs even if matplotlib is installed")
@@ -367,7 +371,7 @@ def cmd_train(args, out=print):
                   epochs=_resume_epochs(args, epochs_given),
                   batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, clip_norm=args.clip_norm,
                   patience=args.patience, seed=args.seed, out_dir=run_dir, resume=args.resume, log=out,
-                  lr_schedule="cosine", keep_start=whiten or args.prior == "gmm",
+                  lr_schedule="cosine", keep_start=whiten or args.prior == "gmm", workers=args.workers,
                   meta={"data": str(args.data), "n_train": int(train.shape[0]), "n_val": int(val.shape[0])})
     elapsed = time.perf_counter() - t0
     out(f"trained {len(history.rows)} epochs in {elapsed:.1f} s; best validation NLL {history.best_val:.4f} "
@@ -437,7 +441,7 @@ def _train_images(args, out, epochs_given=False):
     history = fit(flow, cast(images), val_data=cast(val), epochs=_resume_epochs(args, epochs_given),
                   batch_size=args.batch_size,
                   lr=args.lr, clip_norm=args.clip_norm, patience=args.patience, seed=args.seed,
-                  out_dir=run_dir, resume=args.resume, log=out, lr_schedule="cosine",
+                  out_dir=run_dir, resume=args.resume, log=out, lr_schedule="cosine", workers=args.workers,
                   meta={"data": str(args.data), "n_train": int(images.shape[0]), "levels": levels})
     out(f"trained {len(history.rows)} epochs in {time.perf_counter() - t0:.1f} s; best validation "
         f"{float(_bpd(-history.best_val, dim)):.4f} bits/dim (epoch {history.best_epoch + 1})")

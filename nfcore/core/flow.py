@@ -19,6 +19,7 @@ from .._checks import check_int
 from .._types import Array
 from ..errors import ConfigError, InputOutsideDomain, ShapeError
 from ..kernels import backend_of, get_backend, is_device_array
+from ..threads import MIN_SHARD_ROWS, workers_for
 from .distributions import Distribution
 from .module import Module, shape_text
 from .transform import Transform
@@ -72,6 +73,9 @@ class Flow(Module):
         self._module_list = dict.fromkeys(self.modules())
         self._dtype = Module.dtype.fget(self) or np.dtype(np.float64)
         self._device = Module.device.fget(self)
+        self._workers = None  # worker threads and replicas (nfcore.parallel), made on first use
+        rows = [m.min_shard_rows for m in self._module_list if m.min_shard_rows is not None]
+        self._shard_rows = max(rows) if rows else MIN_SHARD_ROWS
         if self.config is not None and "dtype" in self.config:
             self.config["dtype"] = self._dtype.name  # a checkpoint rebuilds what is there now
 
@@ -161,63 +165,122 @@ class Flow(Module):
 
     # -- density ---------------------------------------------------------------------
     def log_prob(self, x: ArrayLike | Array, context: ArrayLike | Array | None = None,
-                 chunk_size: int | None = None) -> Array:
+                 chunk_size: int | None = None, workers: int | None = None) -> Array:
         """log p(x), shape (N,), on the input's device; evaluation semantics whatever the mode.
 
         ``chunk_size``: evaluate that many rows at a time (bounded scratch memory for large N).
+        ``workers``: worker threads, each on a contiguous share of the rows (None: chosen from
+        the rows and the cores, ``nfcore.threads.workers_for``); the result does not depend on it.
         """
         if chunk_size is not None:
             chunk_size = check_int("chunk_size", chunk_size, 1)
             if len(x) > chunk_size:
-                parts = [self.log_prob(x[s : s + chunk_size], None if context is None else context[s : s + chunk_size])
+                parts = [self.log_prob(x[s : s + chunk_size], None if context is None else context[s : s + chunk_size],
+                                       workers=workers)
                          for s in range(0, len(x), chunk_size)]
                 return _concat(parts)
         x = self._validate(x)
         context = self._validate_context(context, x.shape[0])
         if x.shape[0] == 0:
             return get_backend(self.device).zeros((0,), self._param_dtype())
+        count = workers_for(x.shape[0], workers, self.device, self._shard_rows)
         with self._evaluating():
+            if count > 1:
+                return self._sharded_log_prob(x, context, count)
             z, ld, _ = self.transform.forward(x, context, need_grad=False)
             lp, _ = self.base.log_prob(z)
         backend_of(lp).iadd(lp, ld)
         return lp
 
-    def loss_and_grad(self, x: ArrayLike | Array, context: ArrayLike | Array | None = None) -> float:
+    def _worker_pool(self):
+        from ..parallel import Workers
+
+        if self._workers is None:
+            self._workers = Workers()
+        return self._workers
+
+    def _sharded_log_prob(self, x, context, count):
+        from ..parallel import shard_bounds
+
+        out = np.empty((x.shape[0],), x.dtype)
+        bounds = shard_bounds(x.shape[0], count)
+
+        def task(replica, w):
+            a, b = bounds[w]
+            z, ld, _ = replica.transform.forward(x[a:b], None if context is None else context[a:b], need_grad=False)
+            lp, _ = replica.base.log_prob(z)
+            np.add(lp, ld, out=out[a:b])
+
+        self._worker_pool().run(self, count, task)
+        return out
+
+    def loss_and_grad(self, x: ArrayLike | Array, context: ArrayLike | Array | None = None,
+                      workers: int | None = None) -> float:
         """Mean negative log-likelihood of the batch; accumulates its gradient into every parameter.
 
         Returns the loss as a float. Gradients are *added*: call ``zero_grad`` first.
+        ``workers``: worker threads, each on a contiguous shard of the batch, their gradients
+        summed in a fixed order (None: chosen from the batch and the cores,
+        ``nfcore.threads.workers_for``; see ``nfcore.parallel``). W workers give one worker's
+        gradient to rounding, and the same W the same bits.
         """
         x = self._validate(x)
         context = self._validate_context(context, x.shape[0])
         n = x.shape[0]
+        count = workers_for(n, workers, self.device, self._shard_rows)
+        if count > 1 and not any(m.whole_batch_pending() for m in self._module_list):
+            for m in self._module_list:
+                m.before_shards()
+            return self._sharded_loss_and_grad(x, context, count)
+        return -self._sum_log_prob_and_grad(x, context, n) / n
+
+    def _sum_log_prob_and_grad(self, x, context, n):
+        """sum of log p over the rows of x; accumulates the gradient of -(that sum) / n."""
         ops = backend_of(x)
         z, ld, cache = self.transform.forward(x, context, need_grad=True)
         lp, bcache = self.base.log_prob(z, need_grad=True)
         ops.iadd(lp, ld)
-        loss = -ops.total(lp) / n
-        dlogp = ops.zeros((n,), x.dtype)
+        total = ops.total(lp)
+        dlogp = ops.zeros((x.shape[0],), x.dtype)
         ops.add_scalar(dlogp, -1.0 / n)
         dz = self.base.backward(dlogp, bcache)
         self.transform.backward(dz, dlogp, cache)
-        return loss
+        return total
+
+    def _sharded_loss_and_grad(self, x, context, count):
+        from ..parallel import shard_bounds
+
+        n = x.shape[0]
+        bounds = shard_bounds(n, count)
+        pool = self._worker_pool()
+
+        def task(replica, w):
+            a, b = bounds[w]
+            return replica._sum_log_prob_and_grad(x[a:b], None if context is None else context[a:b], n)
+
+        totals = pool.run(self, count, task)
+        pool.add_grads(count)
+        return -sum(totals) / n
 
     # -- sampling --------------------------------------------------------------------
     def _rng(self, seed):
         return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
     def sample(self, n: int, context: ArrayLike | Array | None = None, seed: int | np.random.Generator | None = None,
-               temperature: float = 1.0, chunk_size: int | None = None) -> Array:
+               temperature: float = 1.0, chunk_size: int | None = None, workers: int | None = None) -> Array:
         """n samples x ~ p, shape (n, *shape), on the model's device.
 
         ``temperature`` T scales the base noise (and so every split prior's standard
         deviation): T < 1 gives smoother, more typical samples (Glow uses 0.7).
         ``chunk_size``: draw that many at a time from one generator (bounded scratch memory).
+        ``workers``: worker threads for the sampling direction (None: chosen from n and the
+        cores); the base noise is drawn first, so the samples do not depend on it.
         """
-        return self.sample_and_log_prob(n, context, seed, temperature, chunk_size)[0]
+        return self.sample_and_log_prob(n, context, seed, temperature, chunk_size, workers)[0]
 
     def sample_and_log_prob(self, n: int, context: ArrayLike | Array | None = None,
                             seed: int | np.random.Generator | None = None, temperature: float = 1.0,
-                            chunk_size: int | None = None) -> tuple[Array, Array]:
+                            chunk_size: int | None = None, workers: int | None = None) -> tuple[Array, Array]:
         """(x, log p(x)) for n fresh samples, in one pass through the sampling direction."""
         n = check_int("number of samples", n, 1, ShapeError)
         temperature = float(temperature)
@@ -226,21 +289,40 @@ class Flow(Module):
         if chunk_size is not None and n > check_int("chunk_size", chunk_size, 1):
             rng = self._rng(seed)
             parts = [self.sample_and_log_prob(min(chunk_size, n - s), None if context is None else
-                                              context[s : s + chunk_size], rng, temperature)
+                                              context[s : s + chunk_size], rng, temperature, workers=workers)
                      for s in range(0, n, chunk_size)]
             return _concat([p[0] for p in parts]), _concat([p[1] for p in parts])
         context = self._validate_context(context, n)
+        count = workers_for(n, workers, self.device, self._shard_rows)
         with self._evaluating():
-            return self._sample_and_log_prob(n, context, seed, temperature)
+            return self._sample_and_log_prob(n, context, seed, temperature, count)
 
-    def _sample_and_log_prob(self, n, context, seed, temperature):
+    def _sample_and_log_prob(self, n, context, seed, temperature, count=1):
         z = self.base.sample(n, self._rng(seed), self._param_dtype(), self.device, temperature=temperature)
         lp, _ = self.base.log_prob(z)
+        if count > 1:
+            return self._sharded_inverse(z, lp, context, count)
         x, ld, _ = self.transform.inverse(z, context, need_grad=False)
         ops = backend_of(x)
         ld_neg = ops.zeros((n,), x.dtype)
         ops.axpy(-1.0, ld, ld_neg)
         ops.iadd(lp, ld_neg)
+        return x, lp
+
+    def _sharded_inverse(self, z, lp, context, count):
+        """(x, lp - log|det dx/dz|) with the sampling direction cut into row shards."""
+        from ..parallel import shard_bounds
+
+        x = np.empty((z.shape[0], *self.shape), z.dtype)
+        bounds = shard_bounds(z.shape[0], count)
+
+        def task(replica, w):
+            a, b = bounds[w]
+            xs, ld, _ = replica.transform.inverse(z[a:b], None if context is None else context[a:b], need_grad=False)
+            x[a:b] = xs
+            lp[a:b] -= ld
+
+        self._worker_pool().run(self, count, task)
         return x, lp
 
     def reverse_kl_loss_and_grad(self, log_target: Callable[[np.ndarray], tuple[ArrayLike, ArrayLike]], n: int,

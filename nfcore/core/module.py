@@ -65,6 +65,20 @@ class Module:
     """Base class of every layer, conditioner network, distribution and flow."""
 
     training = True
+    #: on a worker's replica, its place among the shards of the call (``nfcore.parallel``)
+    _shard = None
+    #: rows per worker below which splitting a batch does not pay for this layer (measured; a
+    #: flow takes the largest over its modules, ``nfcore.threads.workers_for``); None: no opinion
+    min_shard_rows = None
+
+    def before_shards(self):
+        """Hook: work a training step does once on the whole model before the batch is cut into
+        shards (``nfcore.parallel``); a spectrally normalised layer runs its power iteration here."""
+
+    def whole_batch_pending(self):
+        """Hook: True while the next training call must see the whole batch unsplit (an ActNorm
+        waiting for its data-dependent initialisation)."""
+        return False
 
     def _walk(self, prefix=""):
         """Yield (name, object) for parameters and buffers of this module and its children."""

@@ -57,9 +57,14 @@ class _Spectral(Module):
         if sigma > self.coeff:
             self.weight.data[...] *= self.coeff / sigma
 
+    def before_shards(self):
+        if self.training and self.n_power_iterations:
+            self.power_iteration(self.n_power_iterations)
+
     def normalized(self, update):
-        """(W~, cache); ``update``: advance the power iteration first (training calls)."""
-        if update and self.n_power_iterations:
+        """(W~, cache); ``update``: advance the power iteration first (training calls; on a worker's
+        replica the flow ran it once before the split, ``before_shards``)."""
+        if update and self.n_power_iterations and self._shard is None:
             self.power_iteration(self.n_power_iterations)
         w = self.weight.data
         ops = backend_of(w)

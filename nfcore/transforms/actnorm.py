@@ -71,6 +71,9 @@ class ActNorm(Transform):
     def is_initialized(self):
         return self._init_done
 
+    def whole_batch_pending(self):
+        return self.training and not self._init_done
+
     def initialize(self, x):
         """Set loc and log_scale from a batch x so that the output is standardised per channel."""
         rows = self._rows(x, "ActNorm")

@@ -77,7 +77,10 @@ class BatchNorm(Transform):
             mean = ops.empty((self.dim,), x.dtype)
             var = ops.empty((self.dim,), x.dtype)
             ops.col_mean_var(x, mean, var)
-            if need_grad:  # a training step: move the running averages
+            if self._shard is not None:
+                mean, var = self._whole_batch_moments(x.shape[0], mean, var)
+            if need_grad and (self._shard is None or self._shard.index == 0):
+                # a training step moves the running averages (once: on one worker's shard)
                 ops.scale_inplace(self.running_mean.data, 1.0 - self.momentum)
                 ops.axpy(self.momentum, mean, self.running_mean.data)
                 ops.scale_inplace(self.running_var.data, 1.0 - self.momentum)
@@ -91,6 +94,34 @@ class BatchNorm(Transform):
         ops.fill_sum(ld, ls, 1.0)
         cache = BNCache(False, x, mean, var, batch_stats) if need_grad else None
         return z, ld, cache
+
+    def _whole_batch_moments(self, rows, mean, var):
+        """The whole batch's mean and (biased) variance from every shard's (``nfcore.parallel``):
+        with n_w rows, mean m_w and variance v_w per shard, N = sum n_w,
+            m = sum_w n_w m_w / N,  v = sum_w n_w (v_w + (m_w - m)^2) / N,
+        summed in shard order (every shard computes the same numbers)."""
+        parts = self._shard.gather((rows, np.asarray(mean, dtype=np.float64), np.asarray(var, dtype=np.float64)))
+        total = sum(n for n, _, _ in parts)
+        m = sum(n * mw for n, mw, _ in parts) / total
+        v = sum(n * (vw + (mw - m) ** 2) for n, mw, vw in parts) / total
+        return m.astype(mean.dtype), v.astype(var.dtype)
+
+    def _shard_backward(self, dout, dlogabsdet, cache):
+        """``backward`` with batch statistics on one shard of a batch (see ``backward``): the
+        column sums A, B and C of the whole batch are gathered from every shard, the parameter
+        gradients take this shard's part (the workers' buffers add up to the whole)."""
+        e = np.exp(self.log_gamma.data.astype(np.float64))
+        s = np.sqrt(cache.var.astype(np.float64) + self.eps)
+        xh = (cache.y - cache.mean) / s
+        g = dout.astype(np.float64)
+        a, b, c = g.sum(axis=0), (g * xh).sum(axis=0), float(np.sum(dlogabsdet, dtype=np.float64))
+        parts = self._shard.gather((dout.shape[0], a, b, c))
+        n = sum(p[0] for p in parts)
+        a_all, b_all, c_all = (sum(p[k] for p in parts) for k in (1, 2, 3))
+        self.beta.grad += a
+        self.log_gamma.grad += e * b + c
+        din = (e / s) * (g - a_all / n - xh * b_all / n) - c_all * xh / (n * s)
+        return din.astype(dout.dtype)
 
     def inverse(self, z, context=None, need_grad=True):
         """x = (z - b) exp(-lg) sqrt(v + eps) + m with the running averages."""
@@ -114,6 +145,8 @@ class BatchNorm(Transform):
             dL/dlg = sum_n g_n xh_n e^lg + C,  dL/db = sum_n g_n.
         """
         self._require_cache(cache, "BatchNorm")
+        if cache.batch_stats and self._shard is not None:
+            return self._shard_backward(dout, dlogabsdet, cache)
         ops = backend_of(dout)
         din = ops.empty(dout.shape, dout.dtype)
         ops.batchnorm_bwd(dout, dlogabsdet, cache.y, cache.mean, cache.var, self.log_gamma.data,

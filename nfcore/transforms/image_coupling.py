@@ -67,6 +67,9 @@ class ImageCoupling(Transform):
 
     params_per_dim = 1
 
+    #: rows per worker below which splitting a batch does not pay (``nfcore.threads.workers_for``)
+    min_shard_rows = 32
+
     def __init__(self, shape, mask="channel", parity=0, hidden=(64, 64), activation="relu", rng=None,
                  dtype=np.float64):
         self.shape = image_shape(shape)

@@ -84,6 +84,9 @@ class ResidualBlock(Transform):
         rng: seed of the weights and of the probes.
     """
 
+    #: rows per worker below which splitting a batch does not pay (``nfcore.threads.workers_for``)
+    min_shard_rows = 1024
+
     def __init__(self, dim, hidden=(64, 64), activation="lipswish", coeff=0.97, logdet="series", n_terms=5,
                  n_probes=1, probe="gaussian", roulette_p=0.5, eval_logdet=None, n_power_iterations=1, beta=1.0,
                  learn_beta=False, tol=None, max_iter=2000, on_nonconvergence="raise", zero_last=False, rng=None,
@@ -126,9 +129,16 @@ class ResidualBlock(Transform):
             setattr(self, f"beta_{i}", Parameter(np.full(w, self.beta, dtype=dtype)))
         self._beta_const = {}  # fixed beta: one (width,) array per (layer, dtype, backend)
         self._probe_rng = np.random.default_rng(rng.integers(2**63))
+        # the roulette's number of extra terms for a call split into shards, drawn once for the whole
+        # batch (before_shards) and read by every shard: shared with the workers' replicas
+        self._shared_extra = [None]
         # a seed (every call draws the same probes: gradient checks), or explicit probes (m, D)
         # (sqrt(D) times the identity gives the exact traces: the series' truncation bias alone)
         self.frozen_probes = None
+
+    def before_shards(self):
+        if self.training and self.logdet == "roulette" and self.frozen_probes is None:
+            self._shared_extra[0] = int(self._probe_rng.geometric(self.roulette_p)) - 1
 
     def _build_layers(self, hidden, coeff, n_power_iterations, zero_last, rng, dtype):
         sizes = [self.dim, *hidden, self.dim]
@@ -285,7 +295,9 @@ class ResidualBlock(Transform):
         rng = np.random.default_rng(fixed) if fixed is not None else self._probe_rng
         shape = (self.n_probes, n, self.dim)
         v = rng.standard_normal(shape) if self.probe == "gaussian" else rng.choice([-1.0, 1.0], size=shape)
-        extra = int(rng.geometric(self.roulette_p)) - 1  # roulette: number of terms beyond n_terms
+        shared = self._shared_extra[0] if self._shard is not None and fixed is None else None
+        # roulette: number of terms beyond n_terms (one draw per batch, also when it is split in shards)
+        extra = int(rng.geometric(self.roulette_p)) - 1 if shared is None else shared
         return v.astype(dtype), extra
 
     def _weights(self, mode, extra):

@@ -12,6 +12,11 @@ twice. The search starts after the array handed out last (round robin): arrays f
 allocation order are then found at once instead of after a scan of every busy one (a scan from
 the front cost a residual-flow step 18% of its time). At most ``MAX_PER_KEY`` arrays are kept
 per key; beyond that, plain ``np.empty``. ``release()`` drops the cache.
+
+Worker threads (``nfcore.parallel``) share the cache without a lock: while one thread holds a
+candidate array in its local name, another sees one reference more and passes it by, so two
+threads can at worst both allocate afresh, never share an array (the list updates are single
+bytecode operations under the GIL).
 """
 
 import math
