@@ -92,6 +92,19 @@ def _image_chain(flow, dtype):
     return chain
 
 
+def _op_by_op(layer):
+    """A coupling layer on its op-by-op path (the fused kernels' reference), which narrow layers
+    on the CPU otherwise skip."""
+    layer.fused = False
+    return layer
+
+
+def _fused(layer):
+    """A MAF/IAF on the fused kernels, which it otherwise takes on a worker's shard only."""
+    layer.fused = True
+    return layer
+
+
 def _batchnorm_eval(dtype):
     """Evaluation mode (running averages): a per-sample map, so the Jacobian checks apply."""
     bn = BatchNorm(D, dtype=dtype)
@@ -119,6 +132,12 @@ CASES = [
     Case("additive-context",
          lambda dt: AdditiveCoupling(make_mask(D, "half"), hidden=[5], context_dim=C, rng=0, dtype=dt),
          context=True),
+    Case("affine-op-by-op", lambda dt: _op_by_op(AffineCoupling(make_mask(D), hidden=[7, 6], rng=0, dtype=dt))),
+    Case("affine-context-tanh-op-by-op",
+         lambda dt: _op_by_op(AffineCoupling(make_mask(D, "half"), hidden=[6], activation="tanh", context_dim=C,
+                                             rng=2, dtype=dt)),
+         context=True),
+    Case("additive-op-by-op", lambda dt: _op_by_op(AdditiveCoupling(make_mask(D), hidden=[7, 6], rng=0, dtype=dt))),
     Case("inverse-affine", lambda dt: nfcore.Inverse(AffineCoupling(make_mask(D), hidden=[6], rng=0, dtype=dt))),
     Case("chain-realnvp", _built({"flow": "realnvp", "dim": D, "layers": 3, "hidden": [6], "permute": "random"})),
     Case("chain-nice", _built({"flow": "nice", "dim": D, "layers": 2, "hidden": [6]})),
@@ -135,6 +154,13 @@ CASES = [
                         rng=2, dtype=dt),
          context=True, no_gradient=INVERSE),
     Case("iaf", lambda dt: IAF(D, hidden=[9, 9], order="natural", rng=0, dtype=dt), no_gradient=FORWARD),
+    Case("maf-fused", lambda dt: _fused(MAF(D, hidden=[9, 9], order="reversed", rng=0, dtype=dt)),
+         no_gradient=INVERSE),
+    Case("maf-context-fused",
+         lambda dt: _fused(MAF(D, hidden=[8], order="random", activation="tanh", context_dim=C, rng=2, dtype=dt)),
+         context=True, no_gradient=INVERSE),
+    Case("iaf-fused", lambda dt: _fused(IAF(D, hidden=[9, 9], order="natural", rng=0, dtype=dt)),
+         no_gradient=FORWARD),
     Case("maf-residual",
          lambda dt: MAF(D, hidden=[8, 8, 8], order="random", hidden_degrees="random", residual=True,
                         activation="elu", rng=3, dtype=dt),
@@ -348,7 +374,7 @@ def test_float32_matches_float64(case, inverse):
 
 def test_gradcheck_catches_a_wrong_backward():
     """The checker itself must be able to fail: break a VJP on purpose."""
-    case = CASES_BY_NAME["affine-alternating"]
+    case = CASES_BY_NAME["affine-op-by-op"]  # _map_bwd: the op-by-op path's
     t = _make(case)
     x, _ = _inputs(case)
     original = t._map_bwd

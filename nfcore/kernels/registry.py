@@ -6,7 +6,9 @@ twins in ``cuda.py`` (marked ``@cuda_op``). ``build(backend)`` imports that modu
 of every family (``cuda.py`` only when the CUDA backend is built) and returns a ``Backend``: an
 object whose attributes are the ops, the one that layers get from ``backend_of(array)``. No
 list of op names is kept by hand; ``tests/test_registry.py`` fails when an op has no twin on
-the other backend or no parity case in ``tests/cuda_parity_script.py``.
+the other backend or no parity case in ``tests/cuda_parity_script.py``, unless it is recorded
+as CPU-only (``cpu_only_kernel``: the fused layer kernels, which have the op-by-op path as
+their reference instead).
 """
 
 import importlib
@@ -15,10 +17,11 @@ import pkgutil
 
 from numba import njit
 
-__all__ = ["Backend", "build", "cpu_kernel", "cpu_op", "cuda_op", "families", "ops"]
+__all__ = ["Backend", "build", "cpu_kernel", "cpu_only", "cpu_only_kernel", "cpu_op", "cuda_op", "families", "ops"]
 
 BACKENDS = ("cpu", "cuda")
 _OPS = {backend: {} for backend in BACKENDS}
+_CPU_ONLY = set()  # ops with no CUDA twin by design (cpu_only_kernel)
 
 
 def _record(backend, fn):
@@ -39,6 +42,20 @@ def cpu_kernel(fn):
     """``cpu_op`` of ``fn`` compiled as nfcore's CPU kernels are: cached on disk, numpy's error
     model (no zero-division branch, so loops vectorise), the GIL released while they run."""
     return cpu_op(njit(cache=True, nogil=True, error_model="numpy")(fn))
+
+
+def cpu_only_kernel(fn):
+    """``cpu_kernel`` of an op that has no CUDA twin by design: the fused layer kernels, which
+    layers call on CPU arrays only (on a GPU they run op by op). ``cpu_only()`` lists them."""
+    op = cpu_kernel(fn)
+    _CPU_ONLY.add(fn.__name__)
+    return op
+
+
+def cpu_only():
+    """The names of the CPU ops without a CUDA twin by design (``cpu_only_kernel``), sorted."""
+    ops("cpu")
+    return sorted(_CPU_ONLY)
 
 
 def cuda_op(fn):

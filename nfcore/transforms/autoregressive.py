@@ -37,6 +37,7 @@ from ..core.transform import Transform
 from ..errors import ConfigError, GradientNotAvailable, ShapeError
 from ..kernels import backend_of
 from ..nn.made import MADE
+from ._fused import FusedCache, fusable, net_map, net_map_vjp
 
 __all__ = ["MAF", "IAF", "sorted_made_weights", "made_sequential",
            "MODE_CONTRACT", "MODE_EXPAND", "MODE_MOG"]
@@ -107,7 +108,7 @@ class ARCache(NamedTuple):
     expand: bool  # True: the map x = u e^alpha + mu ran; False: u = (x - mu) e^-alpha
     x: object  # what the kernels' VJPs read: the input u when expand, else the output u
     ls: object  # alpha (N, D)
-    made: object  # MADE's cache
+    made: object  # MADE's cache, or the fused kernels' (``_fused.FusedCache``)
 
 
 class _NoGradient(NamedTuple):
@@ -120,6 +121,13 @@ class _Autoregressive(Transform):
     Shared by MAF (MADE reads x: the density is one pass) and IAF (MADE reads u: sampling is
     one pass); the other direction is computed variable by variable.
     """
+
+    #: the one-pass direction in the fused kernels (``_fused``): "auto" on a worker's shard only (on one
+    #: worker the op-by-op path's block-sparse masked products are as fast), True wherever they apply,
+    #: False never (op by op, the reference). Measured: benchmarks/RESULTS.md, "Fused layers"
+    fused = "auto"
+    #: rows per worker below which splitting a batch does not pay (``nfcore.threads.workers_for``)
+    min_shard_rows = 128
 
     def __init__(self, dim, hidden=(64, 64), order="natural", hidden_degrees="sequential", activation="relu",
                  context_dim=0, scale_bound=3.0, sequential="fast", residual=False, rng=None, dtype=np.float64):
@@ -153,8 +161,14 @@ class _Autoregressive(Transform):
         return out, logdet, ls
 
     def _one_pass(self, y, context, need_grad, expand):
-        """MADE reads the input y: one network evaluation."""
+        """MADE reads the input y: one network evaluation (one fused kernel where it applies)."""
         self._check(y)
+        fuse = self.fused is True or (self.fused == "auto" and self._shard is not None)
+        if fuse and fusable(self.made.layers, self.made.residual, y):
+            self.made._input(y, context)  # validates the context
+            out, logdet, ls, fcache = net_map(y, context, self._all, self._all, self.made.layers, True,
+                                              self.scale_bound, True, expand, need_grad)
+            return out, logdet, (ARCache(expand, y if expand else out, ls, fcache) if need_grad else None)
         h, mcache = self.made.forward(y, context, need_grad)
         out, logdet, ls = self._map(y, h, expand)
         cache = ARCache(expand, y if expand else out, ls, mcache) if need_grad else None
@@ -201,6 +215,9 @@ class _Autoregressive(Transform):
         self._require_cache(cache, type(self).__name__)
         if isinstance(cache, _NoGradient):
             raise GradientNotAvailable(cache.reason)
+        if isinstance(cache.made, FusedCache):
+            return net_map_vjp(dout, dlogabsdet, cache.x, cache.ls, self._all, self._all, self.made.layers, True,
+                               self.scale_bound, True, cache.expand, cache.made)
         ops = backend_of(dout)
         din = ops.empty(dout.shape, dout.dtype)
         dh = ops.empty((dout.shape[0], 2 * self.dim), dout.dtype)

@@ -16,6 +16,7 @@ from ..core.transform import Transform
 from ..errors import ConfigError, ShapeError
 from ..kernels import backend_of
 from ..nn.linear import MLP
+from ._fused import FusedCache, fusable, net_map, net_map_vjp
 
 __all__ = ["make_mask", "Coupling", "AdditiveCoupling", "AffineCoupling"]
 
@@ -46,7 +47,7 @@ class CouplingCache(NamedTuple):
     inverse: bool
     x: object  # the data-side array: the forward input or the inverse output, (N, D)
     aux: object  # what the element-wise map's backward needs (affine: the log-scales (N, B))
-    net: object  # the conditioner's cache
+    net: object  # the conditioner's cache, or the fused kernels' (``_fused.FusedCache``)
 
 
 class Coupling(Transform):
@@ -57,6 +58,13 @@ class Coupling(Transform):
 
     #: conditioner outputs per transformed column
     params_per_dim = 1
+    #: the coupling map is affine (else additive), for the fused kernels
+    _affine = False
+    #: run the fused kernels (``_fused``) where they apply (False: always op by op, the reference)
+    fused = True
+    #: rows per worker below which splitting a batch does not pay (``nfcore.threads.workers_for``;
+    #: measured with the fused kernels: benchmarks/RESULTS.md, "Worker threads")
+    min_shard_rows = 512
 
     def __init__(self, mask, hidden=(64, 64), activation="relu", context_dim=0, residual=False, rng=None,
                  dtype=np.float64):
@@ -78,24 +86,36 @@ class Coupling(Transform):
         self.idx_b = ops.asarray(np.flatnonzero(mask).astype(np.int64))
         self._ctx_idx = ops.asarray(np.arange(getattr(self, "context_dim", 0), dtype=np.int64))
 
-    def _conditioner_input(self, x, context):
+    def _check(self, x, context):
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ShapeError(f"{type(self).__name__} expected input of shape (N, {self.dim}), got {tuple(x.shape)}")
-        ops = backend_of(x)
-        na = self.dim - self.idx_b.shape[0]
         if self.context_dim:
             if context is None or context.ndim != 2 or context.shape != (x.shape[0], self.context_dim):
                 got = None if context is None else tuple(context.shape)
                 raise ShapeError(f"expected context of shape ({x.shape[0]}, {self.context_dim}), got {got}")
         elif context is not None:
             raise ShapeError("this coupling layer was built without context (context_dim=0) but got one")
+
+    def _conditioner_input(self, x, context):
+        self._check(x, context)
+        ops = backend_of(x)
+        na = self.dim - self.idx_b.shape[0]
         xa = ops.empty((x.shape[0], na + self.context_dim), x.dtype)
         ops.gather_cols(x, self.idx_a, xa, 0)
         if self.context_dim:
             ops.gather_cols(context, self._ctx_idx, xa, na)
         return xa
 
+    def _fused_call(self, x, context, need_grad, inverse):
+        """``_call`` in one kernel (``_fused.net_map``): the same maths."""
+        self._check(x, context)
+        out, logdet, ls, fcache = net_map(x, context, self.idx_a, self.idx_b, self.net.linears, False,
+                                          getattr(self, "scale_bound", 1.0), self._affine, not inverse, need_grad)
+        return out, logdet, (CouplingCache(inverse, out if inverse else x, ls, fcache) if need_grad else None)
+
     def _call(self, x, context, need_grad, inverse):
+        if self.fused and fusable(self.net.linears, self.net.residual, x):
+            return self._fused_call(x, context, need_grad, inverse)
         xa = self._conditioner_input(x, context)
         h, net_cache = self.net.forward(xa, need_grad)
         out, logdet, aux = self._map(x, h, inverse)
@@ -120,6 +140,9 @@ class Coupling(Transform):
         x and z swapped.
         """
         self._require_cache(cache, type(self).__name__)
+        if isinstance(cache.net, FusedCache):
+            return net_map_vjp(dout, dlogabsdet, cache.x, cache.aux, self.idx_a, self.idx_b, self.net.linears, False,
+                               getattr(self, "scale_bound", 1.0), self._affine, not cache.inverse, cache.net)
         din, dh = self._map_bwd(dout, dlogabsdet, cache)
         dxa = self.net.backward(dh, cache.net)
         backend_of(din).scatter_add_cols(dxa, self.idx_a, din)
@@ -186,6 +209,7 @@ class AffineCoupling(Coupling):
     """
 
     params_per_dim = 2
+    _affine = True
 
     def __init__(self, mask, hidden=(64, 64), activation="relu", context_dim=0, residual=False,
                  scale_bound=3.0, rng=None, dtype=np.float64):
