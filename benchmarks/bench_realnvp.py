@@ -1,17 +1,23 @@
-"""RealNVP (or MAF) throughput: nfcore vs zuko and nflows, measured side by side in one process.
+"""RealNVP (or MAF) throughput: nfcore vs zuko, nflows and FlowJAX, measured side by side in one process.
 
 For each configuration (D, hidden, batch) it times, after a warm-up (JIT compile excluded):
 a training step (zero grads, forward, backward, Adam), log_prob, and sampling; all float32.
+FlowJAX's training step (loss, gradient and the optax Adam update) is jax.jit-compiled as one
+function (``equinox.filter_jit``), and its log_prob and sampling are jitted too.
 Libraries are interleaved round by round and each one's median round is reported, every
-library on nfcore's BLAS thread count (``_timing.py``); each timing starts after a pause that
-lets the previous library's spinning thread pools go idle. Prints one markdown table with
-samples/s and nfcore's speed-up over the fastest peer.
+library on nfcore's BLAS thread count (``_timing.py``; XLA's CPU pool is not settable at run
+time and uses every core, nfcore's default count); each timing starts after a pause that
+lets the previous library's spinning thread pools go idle (2 s when FlowJAX runs: XLA's pools
+spin longest). nfcore runs as a user gets it: its fused layers, and the worker threads it picks
+for the batch (``workers=None``). Prints one markdown table with samples/s and nfcore's
+speed-up over the fastest peer.
 
-    pip install '.[bench]'            # torch (CPU), zuko, nflows
+    pip install '.[bench]'            # torch (CPU), zuko, nflows, jax, flowjax, optax
     python benchmarks/bench_realnvp.py [--quick] [--rounds R] [--flow maf]
 
 With ``--flow maf`` the flows are MAFs (5 layers of MADE, 2 hidden layers, orders reversed
-between layers) on MAF_CONFIGS, and sampling is left out (bench_maf.py times it).
+between layers; FlowJAX permutes them at random) on MAF_CONFIGS, and sampling is left out
+(bench_maf.py times it).
 """
 
 import argparse
@@ -26,11 +32,12 @@ import nfcore
 
 CONFIGS = [  # (D, hidden, layers, batch)
     (2, 64, 8, 256),
+    (2, 64, 8, 1024),
     (2, 64, 8, 4096),
     (64, 256, 8, 256),
     (64, 256, 8, 4096),
 ]
-MAF_CONFIGS = [(8, 128, 5, 256), (8, 128, 5, 4096), (64, 512, 5, 256), (64, 512, 5, 4096)]
+MAF_CONFIGS = [(8, 128, 5, 256), (8, 128, 5, 1024), (8, 128, 5, 4096), (64, 512, 5, 256), (64, 512, 5, 4096)]
 FLOW = "realnvp"
 
 
@@ -138,6 +145,56 @@ class NflowsCase:
             self.flow.sample(self.batch)
 
 
+class FlowJaxCase:
+    name = "flowjax"
+
+    def __init__(self, d, hidden, layers, batch):
+        import equinox as eqx
+        import jax
+        import jax.numpy as jnp
+        import optax
+        import paramax
+        from flowjax.bijections import Affine
+        from flowjax.distributions import Normal
+        from flowjax.flows import coupling_flow, masked_autoregressive_flow
+
+        self.jax = jax
+        family = masked_autoregressive_flow if FLOW == "maf" else coupling_flow
+        dist = family(jax.random.key(0), base_dist=Normal(jnp.zeros(d)), transformer=Affine(), flow_layers=layers,
+                      nn_width=hidden, nn_depth=2, nn_activation=jax.nn.relu)
+        # trainable leaves as flowjax's fit_to_data finds them; the rest stays static (closed over below)
+        self.params, static = eqx.partition(dist, eqx.is_inexact_array,
+                                            is_leaf=lambda leaf: isinstance(leaf, paramax.NonTrainable))
+        opt = optax.adam(1e-4)
+        self.opt_state = opt.init(self.params)
+        self.x = jnp.asarray(np.random.default_rng(0).normal(size=(batch, d)).astype(np.float32))
+        self.key = jax.random.key(0)
+
+        def loss(params, x):  # flowjax's MaximumLikelihoodLoss
+            return -paramax.unwrap(eqx.combine(params, static)).log_prob(x).mean()
+
+        @eqx.filter_jit
+        def step(params, opt_state, x):  # flowjax.train.train_utils.step, the whole update in one XLA call
+            value, grads = eqx.filter_value_and_grad(loss)(params, x)
+            updates, opt_state = opt.update(grads, opt_state, params=params)
+            return eqx.apply_updates(params, updates), opt_state, value
+
+        self._step = step
+        self._log_prob = eqx.filter_jit(lambda params, x: eqx.combine(params, static).log_prob(x))
+        self._sample = eqx.filter_jit(lambda params, key: eqx.combine(params, static).sample(key, (batch,)))
+
+    def train_step(self):
+        self.params, self.opt_state, loss = self.jax.block_until_ready(
+            self._step(self.params, self.opt_state, self.x))
+        return loss
+
+    def log_prob(self):
+        return self.jax.block_until_ready(self._log_prob(self.params, self.x))
+
+    def sample(self):
+        return self.jax.block_until_ready(self._sample(self.params, self.key))
+
+
 def peers():
     cases = []
     try:
@@ -146,13 +203,22 @@ def peers():
         cases.append(ZukoCase)
         cases.append(NflowsCase)
     except ImportError:
-        print("torch not installed: nfcore only (pip install '.[bench]' for the peers)", file=sys.stderr)
+        print("torch not installed: no zuko or nflows (pip install '.[bench]' for the peers)", file=sys.stderr)
+    try:
+        import flowjax  # noqa: F401
+        import jax  # noqa: F401
+
+        cases.append(FlowJaxCase)
+    except ImportError:
+        print("jax/flowjax not installed: no FlowJAX (pip install '.[bench]' for the peers)", file=sys.stderr)
     return cases
 
 
-def run(configs, rounds, min_time, settle=0.3, ops=("train_step", "log_prob", "sample")):
+def run(configs, rounds, min_time, settle=None, ops=("train_step", "log_prob", "sample")):
     rows = []
     classes = [NfcoreCase, *peers()]
+    if settle is None:  # XLA's pools spin longer than torch's and OpenBLAS's (PERF.md): 2 s with FlowJAX
+        settle = 2.0 if FlowJaxCase in classes else 0.3
     for d, hidden, layers, batch in configs:
         cases = []
         for cls in classes:
