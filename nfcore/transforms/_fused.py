@@ -18,6 +18,11 @@ class FusedCache(NamedTuple):
     acts: tuple
 
 
+def _flat(x, idx_b):
+    """Every column mapped (MAF, IAF): the float32 map may run as one flat loop (it checks the order)."""
+    return idx_b.shape[0] == x.shape[1] and x.flags.c_contiguous
+
+
 def fusable(layers, residual, x):
     """The fused kernels apply: a CPU array, a plain (not residual) network no wider than
     ``FUSED_MAX_WIDTH``."""
@@ -40,7 +45,8 @@ def net_map(x, context, idx_a, idx_b, layers, masked, bound, affine, expand, nee
     masks = tuple(lay.mask.data for lay in layers) if masked else ws
     weff = tuple(ops.empty(w.shape, dtype) for w in ws) if masked else ws
     ops.net_map(x, ctx, idx_a, idx_b, ws, tuple(lay.bias.data for lay in layers), masks, masked, weff,
-                layers[0].act_code, float(layers[0].alpha), dtype.type(bound), affine, expand, acts, out, logdet, ls)
+                layers[0].act_code, float(layers[0].alpha), dtype.type(bound), affine, expand, _flat(x, idx_b), acts,
+                out, logdet, ls)
     return out, logdet, ls, (FusedCache(weff, acts) if need_grad else None)
 
 
@@ -52,6 +58,7 @@ def net_map_vjp(dout, dlogabsdet, x, ls, idx_a, idx_b, layers, masked, bound, af
     din = ops.empty(dout.shape, dout.dtype)
     masks = tuple(lay.mask.data for lay in layers) if masked else cache.weights
     ops.net_map_vjp(dout, dlogabsdet, x, idx_a, idx_b, cache.weights, masks, masked, layers[0].act_code,
-                    float(layers[0].alpha), dout.dtype.type(bound), affine, expand, cache.acts, ls, grads, din,
+                    float(layers[0].alpha), dout.dtype.type(bound), affine, expand, _flat(x, idx_b), cache.acts, ls,
+                    grads, din,
                     tuple(lay.weight.grad for lay in layers), tuple(lay.bias.grad for lay in layers))
     return din

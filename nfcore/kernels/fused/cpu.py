@@ -17,13 +17,45 @@ MAF/IAF's one-pass direction (``idx_a`` = ``idx_b`` = every column, a MADE) use 
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from .._scalar import ACT_IDENTITY, ACT_RELU, act_fwd, act_vjp
-from ..coupling.math import additive_bwd_row, additive_row, affine_map_row, affine_map_vjp_row
+from ..coupling.cpu import _affine_fwd_bwd32, _affine_inv_bwd32, _affine_map, _affine_map32, _affine_map_vjp
+from ..coupling.math import additive_bwd_row, additive_row
 from ..registry import cpu_only_kernel
 
 _jit = njit(cache=True, nogil=True, error_model="numpy")  # the helpers (not ops): compiled as the ops are
+
+
+def _affine(x, h, idx_b, bound, out, logdet, ls, flat, expand):
+    """The affine map of ``coupling.cpu.affine_map``, its float32 route chosen when compiling."""
+
+
+@overload(_affine)
+def _affine_routes(x, h, idx_b, bound, out, logdet, ls, flat, expand):
+    if x.dtype == types.float32:
+        return lambda x, h, idx_b, bound, out, logdet, ls, flat, expand: _affine_map32(
+            x, h, idx_b, bound, out, logdet, ls, flat, expand)
+    return lambda x, h, idx_b, bound, out, logdet, ls, flat, expand: _affine_map(
+        x, h, idx_b, bound, out, logdet, ls, expand)
+
+
+def _affine_vjp(dout, dlogdet, x, ls, idx_b, bound, din, dh, flat, expand):
+    """The VJP of ``coupling.cpu.affine_map_vjp``, its float32 routes chosen when compiling."""
+
+
+@overload(_affine_vjp)
+def _affine_vjp_routes(dout, dlogdet, x, ls, idx_b, bound, din, dh, flat, expand):
+    if x.dtype == types.float32:
+        def vjp32(dout, dlogdet, x, ls, idx_b, bound, din, dh, flat, expand):
+            if expand:
+                _affine_fwd_bwd32(dout, dlogdet, x, ls, idx_b, bound, din, dh, flat)
+            else:
+                _affine_inv_bwd32(dout, dlogdet, x, ls, idx_b, bound, din, dh, flat)
+        return vjp32
+    return lambda dout, dlogdet, x, ls, idx_b, bound, din, dh, flat, expand: _affine_map_vjp(
+        dout, dlogdet, x, ls, idx_b, bound, din, dh, expand)
 
 
 @_jit
@@ -84,8 +116,8 @@ def _dense_act_vjp(g, y, a, w, mask, masked, code, alpha, dw, db, da):
 
 
 @cpu_only_kernel
-def net_map(x, context, idx_a, idx_b, ws, bs, masks, masked, weff, code, alpha, bound, affine, expand, acts, out,
-            logdet, ls):
+def net_map(x, context, idx_a, idx_b, ws, bs, masks, masked, weff, code, alpha, bound, affine, expand, flat, acts,
+            out, logdet, ls):
     """A conditioned layer in one call: h = net([x_a, context]), then the element-wise map of x by h.
 
     affine, expand: out_b = x_b e^ls + t, logdet = sum ls (ls = softclamp(h_s, bound));
@@ -113,8 +145,7 @@ def net_map(x, context, idx_a, idx_b, ws, bs, masks, masked, weff, code, alpha, 
         _dense_act(acts[layer], w, bs[layer], code if layer < last else ACT_IDENTITY, alpha, acts[layer + 1])
     h = acts[last + 1]
     if affine:
-        for i in range(n):
-            affine_map_row(x, h, idx_b, bound, out, logdet, ls, i, expand)
+        _affine(x, h, idx_b, bound, out, logdet, ls, flat, expand)
     else:
         sign = 1.0 if expand else -1.0
         for i in range(n):
@@ -123,8 +154,8 @@ def net_map(x, context, idx_a, idx_b, ws, bs, masks, masked, weff, code, alpha, 
 
 
 @cpu_only_kernel
-def net_map_vjp(dout, dlogdet, x, idx_a, idx_b, ws, masks, masked, code, alpha, bound, affine, expand, acts, ls,
-                grads, din, dws, dbs):
+def net_map_vjp(dout, dlogdet, x, idx_a, idx_b, ws, masks, masked, code, alpha, bound, affine, expand, flat, acts,
+                ls, grads, din, dws, dbs):
     """The VJP of ``net_map`` (x: the data side, the map's input when expand, its output
     otherwise; ``ws`` the weights that call used (``weff`` when masked); ``acts`` and ``ls`` as
     it wrote them):
@@ -137,8 +168,7 @@ def net_map_vjp(dout, dlogdet, x, idx_a, idx_b, ws, masks, masked, code, alpha, 
     last = len(ws) - 1
     dh = grads[last + 1]
     if affine:
-        for i in range(n):
-            affine_map_vjp_row(dout, dlogdet, x, ls, idx_b, bound, din, dh, i, expand)
+        _affine_vjp(dout, dlogdet, x, ls, idx_b, bound, din, dh, flat, expand)
     else:
         sign = 1.0 if expand else -1.0
         for i in range(n):
