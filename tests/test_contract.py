@@ -141,6 +141,11 @@ CASES = [
     Case("inverse-affine", lambda dt: nfcore.Inverse(AffineCoupling(make_mask(D), hidden=[6], rng=0, dtype=dt))),
     Case("chain-realnvp", _built({"flow": "realnvp", "dim": D, "layers": 3, "hidden": [6], "permute": "random"})),
     Case("chain-nice", _built({"flow": "nice", "dim": D, "layers": 2, "hidden": [6]})),
+    # consecutive couplings run as one fused kernel call per direction (transforms._fused.FusedRun)
+    Case("chain-realnvp-fused-run", _built({"flow": "realnvp", "dim": D, "layers": 3, "hidden": [6, 5]})),
+    Case("chain-realnvp-context-fused-run",
+         _built({"flow": "realnvp", "dim": D, "layers": 3, "hidden": [6], "context_dim": C, "activation": "elu"}),
+         context=True),
     # element-wise and fixed maps
     Case("scaling", lambda dt: Scaling(D, dtype=dt)),
     Case("standardize", lambda dt: Standardize(np.arange(D) * 0.3, 0.5 + np.arange(D) * 0.2, dtype=dt)),

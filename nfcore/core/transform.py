@@ -66,6 +66,7 @@ class Transform(Module):
 class ChainCache(NamedTuple):
     inverse: bool
     caches: tuple
+    segments: tuple  # what made each cache: a layer, or a run of fused layers (transforms._fused.FusedRun)
 
 
 class RecomputeCache(NamedTuple):
@@ -109,13 +110,32 @@ class Chain(Transform):
         ops = backend_of(x)
         total = ops.zeros((x.shape[0],), x.dtype)
         caches = []
-        seq = reversed(self.transforms) if inverse else self.transforms
-        for t in seq:
-            x, ld, c = (t.inverse if inverse else t.forward)(x, context, need_grad)
+        segments = self._segments(x, inverse)
+        for t in segments:
+            if isinstance(t, Transform):
+                x, ld, c = (t.inverse if inverse else t.forward)(x, context, need_grad)
+            else:  # a run of fused coupling layers: one kernel call
+                x, ld, c = t.call(x, context, need_grad, expand=not inverse)
             ops.iadd(total, ld)
             caches.append(c)
-        cache = ChainCache(inverse, tuple(caches)) if need_grad else None
+        cache = ChainCache(inverse, tuple(caches), tuple(segments)) if need_grad else None
         return x, total, cache
+
+    def _segments(self, x, inverse):
+        """The layers in the call's order, consecutive fusable couplings grouped into one run
+        (``transforms._fused.fused_segments``); kept per layer set, direction and backend."""
+        from ..transforms._fused import fused_segments
+
+        key = (inverse, backend_of(x).name, tuple(map(id, self.transforms)),
+               tuple(getattr(t, "fused", None) for t in self.transforms))
+        memo = self.__dict__.setdefault("_segment_memo", {})
+        found = memo.get(key)
+        if found is None:
+            if len(memo) > 16:  # worker replicas add their own layer sets: keep it small
+                memo.clear()
+            seq = list(reversed(self.transforms)) if inverse else list(self.transforms)
+            found = memo[key] = fused_segments(seq, x)
+        return found
 
     def forward(self, x: Array, context: Array | None = None, need_grad: bool = True) -> tuple[Array, Array, Cache]:
         return self._run(x, context, need_grad, inverse=False)
@@ -155,9 +175,8 @@ class Chain(Transform):
         self._require_cache(cache, "Chain")
         if isinstance(cache, RecomputeCache):
             return self._backward_recompute(dout, dlogabsdet, cache)
-        seq = list(reversed(self.transforms)) if cache.inverse else list(self.transforms)
-        # backward visits the calls in the reverse of the order they ran
-        for t, c in zip(reversed(seq), reversed(cache.caches)):
+        # backward visits the calls in the reverse of the order they ran (a fused run: one call)
+        for t, c in zip(reversed(cache.segments), reversed(cache.caches)):
             dout = t.backward(dout, dlogabsdet, c)
         return dout
 

@@ -4,6 +4,7 @@ conditioner network and its element-wise map, shared by coupling layers and MAF/
 from typing import NamedTuple
 
 from ..kernels import backend_of
+from ..kernels.fused.cpu import chain_size, net_size
 
 #: the widest hidden layer the fused kernels take; wider networks run op by op (measured:
 #: benchmarks/RESULTS.md, "Fused layers")
@@ -11,16 +12,11 @@ FUSED_MAX_WIDTH = 128
 
 
 class FusedCache(NamedTuple):
-    """What ``net_map_vjp`` reads: the weights the call used (W * M for a MADE), the network's
-    input and every layer's output."""
+    """What ``net_map_vjp`` reads: the weights the call used (W * M for a MADE) and the workspace
+    holding the network's input and every layer's output."""
 
     weights: tuple
-    acts: tuple
-
-
-def _flat(x, idx_b):
-    """Every column mapped (MAF, IAF): the float32 map may run as one flat loop (it checks the order)."""
-    return idx_b.shape[0] == x.shape[1] and x.flags.c_contiguous
+    buf: object
 
 
 def fusable(layers, residual, x):
@@ -30,35 +26,134 @@ def fusable(layers, residual, x):
             and max(layer.out_features for layer in layers[:-1]) <= FUSED_MAX_WIDTH)
 
 
+def _flat(x, idx_b):
+    """Every column mapped (MAF, IAF): the float32 map may run as one flat loop (it checks the order)."""
+    return idx_b.shape[0] == x.shape[1] and x.flags.c_contiguous
+
+
 def net_map(x, context, idx_a, idx_b, layers, masked, bound, affine, expand, need_grad):
     """(out, logdet, ls, FusedCache or None): h = net([x[:, idx_a], context]) (the ``layers``:
     ``Linear`` or, ``masked``, ``MaskedLinear``), then the affine (or additive) map of x's
     columns ``idx_b`` by h, expand or contract (``kernels.fused.cpu.net_map``)."""
     ops = backend_of(x)
     n, dtype = x.shape[0], x.dtype
-    acts = tuple(ops.empty((n, w), dtype) for w in (layers[0].in_features, *(lay.out_features for lay in layers)))
+    ws = tuple(lay.weight.data for lay in layers)
+    buf = ops.empty((net_size(n, ws),), dtype)
     out = ops.empty(x.shape, dtype)
     logdet = ops.empty((n,), dtype)
     ls = ops.empty((n, idx_b.shape[0] if affine else 0), dtype)
     ctx = context if context is not None else ops.empty((n, 0), dtype)
-    ws = tuple(lay.weight.data for lay in layers)
     masks = tuple(lay.mask.data for lay in layers) if masked else ws
     weff = tuple(ops.empty(w.shape, dtype) for w in ws) if masked else ws
     ops.net_map(x, ctx, idx_a, idx_b, ws, tuple(lay.bias.data for lay in layers), masks, masked, weff,
-                layers[0].act_code, float(layers[0].alpha), dtype.type(bound), affine, expand, _flat(x, idx_b), acts,
+                layers[0].act_code, float(layers[0].alpha), dtype.type(bound), affine, expand, _flat(x, idx_b), buf,
                 out, logdet, ls)
-    return out, logdet, ls, (FusedCache(weff, acts) if need_grad else None)
+    return out, logdet, ls, (FusedCache(weff, buf) if need_grad else None)
 
 
 def net_map_vjp(dout, dlogabsdet, x, ls, idx_a, idx_b, layers, masked, bound, affine, expand, cache):
     """d input of ``net_map``'s call (x its data side); accumulates the layers' weight and bias
     gradients (``kernels.fused.cpu.net_map_vjp``)."""
     ops = backend_of(dout)
-    grads = tuple(ops.empty(a.shape, dout.dtype) for a in cache.acts)
+    gbuf = ops.empty(cache.buf.shape, dout.dtype)
     din = ops.empty(dout.shape, dout.dtype)
     masks = tuple(lay.mask.data for lay in layers) if masked else cache.weights
     ops.net_map_vjp(dout, dlogabsdet, x, idx_a, idx_b, cache.weights, masks, masked, layers[0].act_code,
-                    float(layers[0].alpha), dout.dtype.type(bound), affine, expand, _flat(x, idx_b), cache.acts, ls,
-                    grads, din,
-                    tuple(lay.weight.grad for lay in layers), tuple(lay.bias.grad for lay in layers))
+                    float(layers[0].alpha), dout.dtype.type(bound), affine, expand, _flat(x, idx_b), cache.buf, ls,
+                    gbuf, din, tuple(lay.weight.grad for lay in layers), tuple(lay.bias.grad for lay in layers))
     return din
+
+
+class RunCache(NamedTuple):
+    """What ``FusedRun.backward`` reads: the run's input and output, its direction, the workspace."""
+
+    x: object
+    out: object
+    expand: bool
+    buf: object
+
+
+class FusedRun:
+    """Consecutive coupling layers of a chain run as one kernel call per direction
+    (``kernels.fused.cpu.chain_map``): the same maths as the layers one by one, one dispatch.
+
+    Made by ``fused_segments``; ``layers`` in the order the call runs them."""
+
+    def __init__(self, layers):
+        self.layers = tuple(layers)
+        first = self.layers[0]
+        self.affine = first._affine
+        self.bound = getattr(first, "scale_bound", 1.0)
+        lin = first.net.linears[0]
+        self.code, self.alpha = lin.act_code, float(lin.alpha)
+
+    def _arrays(self, what):
+        """Per layer, its network's ``what`` Parameters (weight or bias)."""
+        return tuple(tuple(getattr(lin, what) for lin in t.net.linears) for t in self.layers)
+
+    def call(self, x, context, need_grad, expand):
+        for t in self.layers:
+            t._check(x, context)
+        ops = backend_of(x)
+        n, dtype = x.shape[0], x.dtype
+        wss = self._arrays("weight")
+        wss = tuple(tuple(p.data for p in ws) for ws in wss)
+        idx_as = tuple(t.idx_a for t in self.layers)
+        idx_bs = tuple(t.idx_b for t in self.layers)
+        buf = ops.empty((chain_size(n, x.shape[1], idx_bs, wss, self.affine),), dtype)
+        out = ops.empty(x.shape, dtype)
+        logdet = ops.empty((n,), dtype)
+        ctx = context if context is not None else ops.empty((n, 0), dtype)
+        bss = tuple(tuple(p.data for p in bs) for bs in self._arrays("bias"))
+        ops.chain_map(x, ctx, idx_as, idx_bs, wss, bss, self.code, self.alpha, dtype.type(self.bound), self.affine,
+                      expand, buf, out, logdet)
+        return out, logdet, (RunCache(x, out, expand, buf) if need_grad else None)
+
+    def backward(self, dout, dlogabsdet, cache):
+        ops = backend_of(dout)
+        n, d = dout.shape
+        wss = tuple(tuple(p.data for p in ws) for ws in self._arrays("weight"))
+        scratch = max(net_size(n, ws) for ws in wss) + 2 * n * d
+        gbuf = ops.empty((scratch,), dout.dtype)
+        din = ops.empty(dout.shape, dout.dtype)
+        ops.chain_map_vjp(dout, dlogabsdet, cache.x, cache.out, tuple(t.idx_a for t in self.layers),
+                          tuple(t.idx_b for t in self.layers), wss, self.code, self.alpha,
+                          dout.dtype.type(self.bound), self.affine, cache.expand, cache.buf, gbuf, din,
+                          tuple(tuple(p.grad for p in ws) for ws in self._arrays("weight")),
+                          tuple(tuple(p.grad for p in bs) for bs in self._arrays("bias")))
+        return din
+
+
+def _run_key(t, x):
+    """What consecutive layers must share to run as one FusedRun (None: t does not fuse)."""
+    from .coupling import Coupling
+
+    if not (isinstance(t, Coupling) and t.fused and fusable(t.net.linears, t.net.residual, x)):
+        return None
+    lin = t.net.linears[0]
+    return (type(t), len(t.net.linears), lin.act_code, lin.alpha, getattr(t, "scale_bound", None), t.context_dim)
+
+
+def fused_segments(transforms, x):
+    """``transforms`` (in the order a call runs them) with every run of two or more consecutive
+    coupling layers that the fused kernels take, and that share their kind, depth, activation,
+    bound and context, replaced by one ``FusedRun``."""
+    segments, run, key = [], [], None
+
+    def flush():
+        if len(run) >= 2:
+            segments.append(FusedRun(run))
+        else:
+            segments.extend(run)
+
+    for t in transforms:
+        k = _run_key(t, x)
+        if k is not None and k == key:
+            run.append(t)
+            continue
+        flush()
+        run, key = ([t], k) if k is not None else ([], None)
+        if k is None:
+            segments.append(t)
+    flush()
+    return segments

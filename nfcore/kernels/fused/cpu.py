@@ -115,24 +115,37 @@ def _dense_act_vjp(g, y, a, w, mask, masked, code, alpha, dw, db, da):
     np.dot(g, w.T, da)
 
 
-@cpu_only_kernel
-def net_map(x, context, idx_a, idx_b, ws, bs, masks, masked, weff, code, alpha, bound, affine, expand, flat, acts,
-            out, logdet, ls):
-    """A conditioned layer in one call: h = net([x_a, context]), then the element-wise map of x by h.
+@_jit
+def _view(buf, off, rows, cols):
+    """buf[off : off + rows cols] as a (rows, cols) array (a view)."""
+    return buf[off : off + rows * cols].reshape((rows, cols))
 
-    affine, expand: out_b = x_b e^ls + t, logdet = sum ls (ls = softclamp(h_s, bound));
-    affine, not expand: out_b = (x_b - t) e^-ls, logdet = -sum ls; additive: out_b = x_b +- t,
-    logdet = 0. Columns outside idx_b are copied. Writes every layer's output into ``acts``.
-    """
+
+@_jit
+def net_size(rows, ws):
+    """Elements of one layer's workspace: the network's input and every layer's output, rows each."""
+    size = rows * ws[0].shape[0]
+    for w in ws:
+        size += rows * w.shape[1]
+    return size
+
+
+@_jit
+def _net_fwd(x, context, idx_a, idx_b, ws, bs, masks, masked, weff, code, alpha, bound, affine, expand, flat, buf,
+             off, out, logdet, ls):
+    """One conditioned layer; its activations go to buf[off:] (``net_size``): the network's input,
+    then each layer's output, the last one h."""
     n = x.shape[0]
     na = idx_a.shape[0]
-    xa = acts[0]
+    xa = _view(buf, off, n, ws[0].shape[0])
     for i in range(n):
         for k in range(na):
             xa[i, k] = x[i, idx_a[k]]
         for k in range(context.shape[1]):
             xa[i, na + k] = context[i, k]
     last = len(ws) - 1
+    a = xa
+    off += n * ws[0].shape[0]
     for layer in range(last + 1):
         w = ws[layer]
         if masked:
@@ -142,31 +155,33 @@ def net_map(x, context, idx_a, idx_b, ws, bs, masks, masked, weff, code, alpha, 
             for k in range(w.shape[0]):
                 for j in range(w.shape[1]):
                     w[k, j] = src[k, j] * m[k, j]
-        _dense_act(acts[layer], w, bs[layer], code if layer < last else ACT_IDENTITY, alpha, acts[layer + 1])
-    h = acts[last + 1]
+        y = _view(buf, off, n, w.shape[1])
+        _dense_act(a, w, bs[layer], code if layer < last else ACT_IDENTITY, alpha, y)
+        off += n * w.shape[1]
+        a = y
     if affine:
-        _affine(x, h, idx_b, bound, out, logdet, ls, flat, expand)
+        _affine(x, a, idx_b, bound, out, logdet, ls, flat, expand)
     else:
         sign = 1.0 if expand else -1.0
         for i in range(n):
-            additive_row(x, h, idx_b, sign, out, i)
+            additive_row(x, a, idx_b, sign, out, i)
             logdet[i] = 0.0
 
 
-@cpu_only_kernel
-def net_map_vjp(dout, dlogdet, x, idx_a, idx_b, ws, masks, masked, code, alpha, bound, affine, expand, flat, acts,
-                ls, grads, din, dws, dbs):
-    """The VJP of ``net_map`` (x: the data side, the map's input when expand, its output
-    otherwise; ``ws`` the weights that call used (``weff`` when masked); ``acts`` and ``ls`` as
-    it wrote them):
-    the map's VJP gives din and dL/dh (``affine_map_vjp_row``, ``additive_bwd_row``), then for
-    the net's layers in reverse, with g_l = dL/d(layer l's output) (``grads[l + 1]``):
-        g_l <- g_l phi'_l;  dW_l += a_l^T g_l (* M_l);  db_l += sum_n g_l;  g_(l-1) = g_l W_l^T,
-    and dL/dx_a += g_(-1)'s first |a| columns (the context's gradient is not returned).
-    """
+@_jit
+def _net_vjp(dout, dlogdet, x, idx_a, idx_b, ws, masks, masked, code, alpha, bound, affine, expand, flat, buf, off,
+             ls, gbuf, din, dws, dbs):
+    """The VJP of ``_net_fwd``'s call (its activations at buf[off:]); gbuf: scratch of ``net_size``."""
     n = x.shape[0]
     last = len(ws) - 1
-    dh = grads[last + 1]
+    offs = np.empty(last + 2, dtype=np.int64)  # where each activation starts, relative to off
+    offs[0] = 0
+    offs[1] = n * ws[0].shape[0]
+    for layer in range(last + 1):
+        if layer + 2 <= last + 1:
+            offs[layer + 2] = offs[layer + 1] + n * ws[layer].shape[1]
+    width_out = ws[last].shape[1]
+    dh = _view(gbuf, offs[last + 1], n, width_out)
     if affine:
         _affine_vjp(dout, dlogdet, x, ls, idx_b, bound, din, dh, flat, expand)
     else:
@@ -174,9 +189,115 @@ def net_map_vjp(dout, dlogdet, x, idx_a, idx_b, ws, masks, masked, code, alpha, 
         for i in range(n):
             additive_bwd_row(dout, idx_b, sign, din, dh, i)
     for layer in range(last, -1, -1):
-        _dense_act_vjp(grads[layer + 1], acts[layer + 1], acts[layer], ws[layer], masks[layer], masked,
-                       code if layer < last else ACT_IDENTITY, alpha, dws[layer], dbs[layer], grads[layer])
-    dxa = grads[0]
+        k_in, k_out = ws[layer].shape
+        _dense_act_vjp(_view(gbuf, offs[layer + 1], n, k_out), _view(buf, off + offs[layer + 1], n, k_out),
+                       _view(buf, off + offs[layer], n, k_in), ws[layer], masks[layer], masked,
+                       code if layer < last else ACT_IDENTITY, alpha, dws[layer], dbs[layer],
+                       _view(gbuf, offs[layer], n, k_in))
+    dxa = _view(gbuf, 0, n, ws[0].shape[0])
     for i in range(n):
         for k in range(idx_a.shape[0]):
             din[i, idx_a[k]] += dxa[i, k]
+
+
+@cpu_only_kernel
+def net_map(x, context, idx_a, idx_b, ws, bs, masks, masked, weff, code, alpha, bound, affine, expand, flat, buf,
+            out, logdet, ls):
+    """A conditioned layer in one call: h = net([x_a, context]), then the element-wise map of x by h.
+
+    affine, expand: out_b = x_b e^ls + t, logdet = sum ls (ls = softclamp(h_s, bound));
+    affine, not expand: out_b = (x_b - t) e^-ls, logdet = -sum ls; additive: out_b = x_b +- t,
+    logdet = 0. Columns outside idx_b are copied. Writes the network's input and every layer's
+    output into ``buf`` (``net_size`` elements), which the VJP reads.
+    """
+    _net_fwd(x, context, idx_a, idx_b, ws, bs, masks, masked, weff, code, alpha, bound, affine, expand, flat, buf, 0,
+             out, logdet, ls)
+
+
+@cpu_only_kernel
+def net_map_vjp(dout, dlogdet, x, idx_a, idx_b, ws, masks, masked, code, alpha, bound, affine, expand, flat, buf,
+                ls, gbuf, din, dws, dbs):
+    """The VJP of ``net_map`` (x: the data side, the map's input when expand, its output
+    otherwise; ``ws`` the weights that call used (``weff`` when masked); ``buf`` and ``ls`` as
+    it wrote them; ``gbuf`` scratch of the same size):
+    the map's VJP gives din and dL/dh (``coupling.cpu``'s affine and additive VJPs), then for
+    the net's layers in reverse, with g_l = dL/d(layer l's output):
+        g_l <- g_l phi'_l;  dW_l += a_l^T g_l (* M_l);  db_l += sum_n g_l;  g_(l-1) = g_l W_l^T,
+    and dL/dx_a += g_(-1)'s first |a| columns (the context's gradient is not returned).
+    """
+    _net_vjp(dout, dlogdet, x, idx_a, idx_b, ws, masks, masked, code, alpha, bound, affine, expand, flat, buf, 0,
+             ls, gbuf, din, dws, dbs)
+
+
+@_jit
+def chain_size(rows, dim, idx_bs, wss, affine):
+    """Elements of a run's workspace (``chain_map``): per layer its input (rows x dim, but the
+    first, which is the caller's), its network's activations, its log-scales and log-det."""
+    size = 0
+    for k in range(len(wss)):
+        if k > 0:
+            size += rows * dim
+        size += net_size(rows, wss[k]) + rows
+        if affine:
+            size += rows * idx_bs[k].shape[0]
+    return size
+
+
+@cpu_only_kernel
+def chain_map(x, context, idx_as, idx_bs, wss, bss, code, alpha, bound, affine, expand, buf, out, logdet):
+    """A run of K coupling layers in one call: layer k maps x_k to x_(k+1) as ``net_map`` does
+    (x_0 = x, x_K = out), logdet = sum_k logdet_k. ``buf`` (``chain_size``) keeps every x_k
+    (k > 0), network activations and log-scales, which ``chain_map_vjp`` reads."""
+    n, d = x.shape
+    cur = x
+    off = 0
+    for i in range(n):
+        logdet[i] = 0.0
+    for k in range(len(wss)):
+        ws = wss[k]
+        nb = idx_bs[k].shape[0] if affine else 0
+        acts = off
+        off += net_size(n, ws)
+        ls = _view(buf, off, n, nb)
+        off += n * nb
+        ld = buf[off : off + n]
+        off += n
+        if k == len(wss) - 1:
+            nxt = out
+        else:
+            nxt = _view(buf, off, n, d)
+            off += n * d
+        _net_fwd(cur, context, idx_as[k], idx_bs[k], ws, bss[k], ws, False, ws, code, alpha, bound, affine, expand,
+                 False, buf, acts, nxt, ld, ls)
+        for i in range(n):
+            logdet[i] += ld[i]
+        cur = nxt
+
+
+@cpu_only_kernel
+def chain_map_vjp(dout, dlogdet, x, out, idx_as, idx_bs, wss, code, alpha, bound, affine, expand, buf, gbuf, din,
+                  dwss, dbss):
+    """The VJP of ``chain_map``'s call (x its input, out its output, ``buf`` as it wrote it): the
+    layers' VJPs (``net_map_vjp``) from the last to the first, every layer with the same
+    dL/dlogdet; gbuf: scratch of the largest layer's ``net_size`` plus 2 rows x dim."""
+    n, d = x.shape
+    kk = len(wss)
+    starts = np.empty(kk + 1, dtype=np.int64)  # where layer k's workspace starts
+    starts[0] = 0
+    for k in range(kk):
+        nb = idx_bs[k].shape[0] if affine else 0
+        starts[k + 1] = starts[k] + net_size(n, wss[k]) + n * nb + n + (n * d if k < kk - 1 else 0)
+    g_a = _view(gbuf, gbuf.shape[0] - 2 * n * d, n, d)
+    g_b = _view(gbuf, gbuf.shape[0] - n * d, n, d)
+    g = dout
+    for k in range(kk - 1, -1, -1):
+        ws = wss[k]
+        nb = idx_bs[k].shape[0] if affine else 0
+        acts = starts[k]
+        ls = _view(buf, acts + net_size(n, ws), n, nb)
+        x_in = x if k == 0 else _view(buf, starts[k] - n * d, n, d)
+        x_out = out if k == kk - 1 else _view(buf, starts[k + 1] - n * d, n, d)
+        dst = din if k == 0 else (g_a if (kk - 1 - k) % 2 == 0 else g_b)
+        _net_vjp(g, dlogdet, x_in if expand else x_out, idx_as[k], idx_bs[k], ws, ws, False, code, alpha, bound,
+                 affine, expand, False, buf, acts, ls, gbuf, dst, dwss[k], dbss[k])
+        g = dst

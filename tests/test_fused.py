@@ -1,0 +1,96 @@
+"""Fused layers (nfcore/kernels/fused): the same numbers as the op-by-op path, which is their reference.
+
+The contract test (tests/test_contract.py) checks the fused layers and runs against finite
+differences and slogdet like every transform; here whole flows compare the fused path with the
+op-by-op one, and the choice of path is pinned down.
+"""
+
+import numpy as np
+import pytest
+
+import nfcore
+from nfcore.transforms._fused import FusedRun
+from nfcore.transforms.autoregressive import _Autoregressive
+from nfcore.transforms.coupling import AffineCoupling, Coupling
+
+FLOWS = {
+    "realnvp": {"flow": "realnvp", "dim": 5, "layers": 4, "hidden": [7, 6]},
+    "realnvp-context-tanh": {"flow": "realnvp", "dim": 3, "layers": 3, "hidden": [6], "context_dim": 2,
+                             "activation": "tanh"},
+    "nice": {"flow": "nice", "dim": 4, "layers": 3, "hidden": [6]},
+    "realnvp-permute": {"flow": "realnvp", "dim": 4, "layers": 3, "hidden": [6], "permute": "random"},
+    "maf": {"flow": "maf", "dim": 4, "layers": 2, "hidden": [8, 8]},
+}
+
+
+def _everything(flow, x, c, rng):
+    """Loss, every gradient, log p and a seeded sample with its log p, as one list of arrays."""
+    flow.zero_grad()
+    loss = flow.loss_and_grad(x, c, workers=1)
+    xs, lps = flow.sample_and_log_prob(x.shape[0], c, seed=1, workers=1)
+    return [np.array([loss]), flow.log_prob(x, c, workers=1), xs, lps, *(p.grad.copy() for p in flow.parameters())]
+
+
+@pytest.fixture
+def op_by_op(monkeypatch):
+    """Switch every layer to the op-by-op path for the duration (the class attributes)."""
+    def switch(on):
+        monkeypatch.setattr(Coupling, "fused", not on)
+        monkeypatch.setattr(_Autoregressive, "fused", False if on else True)
+    return switch
+
+
+@pytest.mark.parametrize("name", sorted(FLOWS))
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_fused_path_equals_op_by_op(name, dtype, op_by_op, rng):
+    flow = nfcore.build({**FLOWS[name], "dtype": dtype})
+    for p in flow.parameters():  # away from the zero-initialised output layers
+        p.data[...] += rng.normal(size=p.data.shape).astype(dtype) * 0.3
+    x = rng.normal(size=(13, flow.shape[0])).astype(dtype)
+    c = rng.normal(size=(13, flow.context_dim)).astype(dtype) if flow.context_dim else None
+    op_by_op(True)
+    want = _everything(flow, x, c, rng)
+    op_by_op(False)
+    got = _everything(flow, x, c, rng)
+    tol = 1e-13 if dtype == "float64" else 2e-6
+    for a, b in zip(got, want):
+        assert np.max(np.abs(a - b)) <= tol * max(1.0, float(np.max(np.abs(b))))
+
+
+def test_which_path_runs(rng):
+    """Consecutive couplings of one kind: one run; a permutation between them: one call per layer;
+    a residual or wide conditioner, or fused = False: op by op."""
+    x = rng.normal(size=(4, 4))
+
+    def segments(cfg):
+        chain = nfcore.build(cfg).transform
+        return [type(s).__name__ for s in chain._segments(x, inverse=False)]
+
+    assert segments(FLOWS["realnvp"] | {"dim": 4}) == ["FusedRun"]
+    assert segments(FLOWS["nice"]) == ["FusedRun", "Scaling"]
+    permuted = segments(FLOWS["realnvp-permute"])
+    assert "FusedRun" not in permuted and permuted.count("AffineCoupling") == 3
+    layer = AffineCoupling(np.array([0, 1, 0, 1], bool), hidden=[6], residual=False, rng=0)
+    _, _, cache = layer.forward(x)
+    assert type(cache.net).__name__ == "FusedCache"
+    for wide in (AffineCoupling(np.array([0, 1, 0, 1], bool), hidden=[129], rng=0),
+                 AffineCoupling(np.array([0, 1, 0, 1], bool), hidden=[6, 6, 6], residual=True, rng=0)):
+        _, _, cache = wide.forward(x)
+        assert type(cache.net).__name__ == "MLPCache"
+    layer.fused = False
+    assert type(layer.forward(x)[2].net).__name__ == "MLPCache"
+
+
+def test_a_fused_run_backward_accumulates_like_the_layers(rng):
+    """Gradients are added (the contract): two backward passes give twice one."""
+    flow = nfcore.build(FLOWS["realnvp"])
+    for p in flow.parameters():
+        p.data[...] += rng.normal(size=p.data.shape) * 0.3
+    x = rng.normal(size=(9, 5))
+    assert isinstance(flow.transform._segments(x, False)[0], FusedRun)
+    flow.zero_grad()
+    flow.loss_and_grad(x, workers=1)
+    once = [p.grad.copy() for p in flow.parameters()]
+    flow.loss_and_grad(x, workers=1)
+    for p, g in zip(flow.parameters(), once):
+        assert np.allclose(p.grad, 2 * g, rtol=1e-13, atol=1e-15)
