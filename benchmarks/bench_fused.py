@@ -102,7 +102,7 @@ def run(rounds, min_time):
         for batch in BATCHES:
             x = np.random.default_rng(0).normal(size=(batch, cfg["dim"])).astype(np.float32)
 
-            def step(fused, x=x):
+            def step(fused, x=x, flow=flow, opt=opt):
                 set_path(fused)
                 opt.zero_grad()
                 flow.loss_and_grad(x, workers=1)

@@ -49,7 +49,7 @@ def run(models, rounds, min_time, pause=0.2):
         for batch in batches:
             x = np.random.default_rng(0).normal(size=(batch, *flow.shape)).astype(np.float32)
 
-            def step(w, x=x):
+            def step(w, x=x, flow=flow, opt=opt):
                 opt.zero_grad()
                 flow.loss_and_grad(x, workers=w)
                 opt.step()
