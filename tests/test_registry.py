@@ -29,7 +29,8 @@ def test_every_op_has_a_cuda_twin():
     cpu_ops = registry.ops("cpu")
     cuda_ops = registry.ops("cuda")  # imports the CUDA modules; launches nothing, needs no GPU
     assert sorted(set(cpu_ops) - set(registry.cpu_only())) == sorted(cuda_ops)
-    assert registry.cpu_only() == ["net_map", "net_map_vjp"]
+    cpu_only = registry.cpu_only()
+    assert cpu_only and all(cpu_ops[name].py_func.__module__ == "nfcore.kernels.fused.cpu" for name in cpu_only)
     assert len(cpu_ops) >= 60
 
 
