@@ -37,7 +37,7 @@ from ..core.transform import Transform
 from ..errors import ConfigError, GradientNotAvailable, ShapeError
 from ..kernels import backend_of
 from ..nn.made import MADE
-from ._fused import FusedCache, fusable, net_map, net_map_vjp
+from ._fused import FUSED_MAX_WIDTH, FusedCache, fusable, net_map, net_map_vjp
 
 __all__ = ["MAF", "IAF", "sorted_made_weights", "made_sequential",
            "MODE_CONTRACT", "MODE_EXPAND", "MODE_MOG"]
@@ -126,8 +126,6 @@ class _Autoregressive(Transform):
     #: worker the op-by-op path's block-sparse masked products are as fast), True wherever they apply,
     #: False never (op by op, the reference). Measured: benchmarks/RESULTS.md, "Fused layers"
     fused = "auto"
-    #: rows per worker below which splitting a batch does not pay (``nfcore.threads.workers_for``)
-    min_shard_rows = 128
 
     def __init__(self, dim, hidden=(64, 64), order="natural", hidden_degrees="sequential", activation="relu",
                  context_dim=0, scale_bound=3.0, sequential="fast", residual=False, rng=None, dtype=np.float64):
@@ -146,6 +144,15 @@ class _Autoregressive(Transform):
 
     def _after_load(self):
         self._all = backend_of(self.made.input_degrees.data).asarray(np.arange(self.dim, dtype=np.int64))
+
+    @property
+    def min_shard_rows(self):
+        """Rows per worker below which splitting a batch does not pay (``nfcore.threads.workers_for``;
+        measured: benchmarks/RESULTS.md, "Worker threads"): 128 where the shards take the fused
+        kernels, 1024 op by op (wide or residual MADEs)."""
+        fused = self.fused is not False and not self.made.residual and max(
+            lay.out_features for lay in self.made.layers[:-1]) <= FUSED_MAX_WIDTH
+        return 128 if fused else 1024
 
     def _check(self, x):
         if x.ndim != 2 or x.shape[1] != self.dim:

@@ -16,7 +16,7 @@ from ..core.transform import Transform
 from ..errors import ConfigError, ShapeError
 from ..kernels import backend_of
 from ..nn.linear import MLP
-from ._fused import FusedCache, fusable, net_map, net_map_vjp
+from ._fused import FUSED_MAX_WIDTH, FusedCache, fusable, net_map, net_map_vjp
 
 __all__ = ["make_mask", "Coupling", "AdditiveCoupling", "AffineCoupling"]
 
@@ -62,9 +62,6 @@ class Coupling(Transform):
     _affine = False
     #: run the fused kernels (``_fused``) where they apply (False: always op by op, the reference)
     fused = True
-    #: rows per worker below which splitting a batch does not pay (``nfcore.threads.workers_for``;
-    #: measured with the fused kernels: benchmarks/RESULTS.md, "Worker threads")
-    min_shard_rows = 512
 
     def __init__(self, mask, hidden=(64, 64), activation="relu", context_dim=0, residual=False, rng=None,
                  dtype=np.float64):
@@ -105,6 +102,15 @@ class Coupling(Transform):
         if self.context_dim:
             ops.gather_cols(context, self._ctx_idx, xa, na)
         return xa
+
+    @property
+    def min_shard_rows(self):
+        """Rows per worker below which splitting a batch does not pay (``nfcore.threads.workers_for``;
+        measured: benchmarks/RESULTS.md, "Worker threads"): 512 on the fused kernels, 1024 op by op
+        (wide conditioners, whose GEMMs already use BLAS's threads)."""
+        fused = self.fused and not self.net.residual and max(
+            lin.out_features for lin in self.net.linears[:-1]) <= FUSED_MAX_WIDTH
+        return 512 if fused else 1024
 
     def _fused_call(self, x, context, need_grad, inverse):
         """``_call`` in one kernel (``_fused.net_map``): the same maths."""
