@@ -26,6 +26,11 @@ from .transform import Transform
 
 __all__ = ["Flow"]
 
+#: a pass without gradient (log_prob, sample) does about a third of a training step's work per
+#: row, so it splits at this many times the rows a step does (measured on RealNVP D=2 and MAF D=8:
+#: two workers win from 2048 and 1024 rows, against 1024 and 256 for a step)
+EVAL_SHARD_FACTOR = 2
+
 
 def _concat(parts):
     """Concatenate host or device arrays along the first axis (on their device)."""
@@ -183,7 +188,7 @@ class Flow(Module):
         context = self._validate_context(context, x.shape[0])
         if x.shape[0] == 0:
             return get_backend(self.device).zeros((0,), self._param_dtype())
-        count = workers_for(x.shape[0], workers, self.device, self._shard_rows)
+        count = workers_for(x.shape[0], workers, self.device, EVAL_SHARD_FACTOR * self._shard_rows)
         with self._evaluating():
             if count > 1:
                 return self._sharded_log_prob(x, context, count)
@@ -293,7 +298,7 @@ class Flow(Module):
                      for s in range(0, n, chunk_size)]
             return _concat([p[0] for p in parts]), _concat([p[1] for p in parts])
         context = self._validate_context(context, n)
-        count = workers_for(n, workers, self.device, self._shard_rows)
+        count = workers_for(n, workers, self.device, EVAL_SHARD_FACTOR * self._shard_rows)
         with self._evaluating():
             return self._sample_and_log_prob(n, context, seed, temperature, count)
 

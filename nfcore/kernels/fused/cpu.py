@@ -210,8 +210,8 @@ def net_map(x, context, idx_a, idx_b, ws, bs, masks, masked, weff, code, alpha, 
     logdet = 0. Columns outside idx_b are copied. Writes the network's input and every layer's
     output into ``buf`` (``net_size`` elements), which the VJP reads.
     """
-    _net_fwd(x, context, idx_a, idx_b, ws, bs, masks, masked, weff, code, alpha, bound, affine, expand, flat, buf, 0,
-             out, logdet, ls)
+    _net_fwd(x, context, idx_a, idx_b, ws, bs, masks, masked, weff, code, alpha, bound, affine, expand, flat, buf,
+             np.int64(0), out, logdet, ls)  # np.int64: not a literal 0 (a second compiled signature)
 
 
 @cpu_only_kernel
@@ -225,8 +225,8 @@ def net_map_vjp(dout, dlogdet, x, idx_a, idx_b, ws, masks, masked, code, alpha, 
         g_l <- g_l phi'_l;  dW_l += a_l^T g_l (* M_l);  db_l += sum_n g_l;  g_(l-1) = g_l W_l^T,
     and dL/dx_a += g_(-1)'s first |a| columns (the context's gradient is not returned).
     """
-    _net_vjp(dout, dlogdet, x, idx_a, idx_b, ws, masks, masked, code, alpha, bound, affine, expand, flat, buf, 0,
-             ls, gbuf, din, dws, dbs)
+    _net_vjp(dout, dlogdet, x, idx_a, idx_b, ws, masks, masked, code, alpha, bound, affine, expand, flat, buf,
+             np.int64(0), ls, gbuf, din, dws, dbs)
 
 
 @_jit
@@ -250,7 +250,8 @@ def chain_map(x, context, idx_as, idx_bs, wss, bss, code, alpha, bound, affine, 
     (k > 0), network activations and log-scales, which ``chain_map_vjp`` reads."""
     n, d = x.shape
     cur = x
-    off = 0
+    off = np.int64(0)
+    no = np.bool_(False)  # not literals: the layer helpers keep the one signature net_map compiles
     for i in range(n):
         logdet[i] = 0.0
     for k in range(len(wss)):
@@ -267,8 +268,8 @@ def chain_map(x, context, idx_as, idx_bs, wss, bss, code, alpha, bound, affine, 
         else:
             nxt = _view(buf, off, n, d)
             off += n * d
-        _net_fwd(cur, context, idx_as[k], idx_bs[k], ws, bss[k], ws, False, ws, code, alpha, bound, affine, expand,
-                 False, buf, acts, nxt, ld, ls)
+        _net_fwd(cur, context, idx_as[k], idx_bs[k], ws, bss[k], ws, no, ws, code, alpha, bound, affine, expand,
+                 no, buf, acts, nxt, ld, ls)
         for i in range(n):
             logdet[i] += ld[i]
         cur = nxt
@@ -282,6 +283,7 @@ def chain_map_vjp(dout, dlogdet, x, out, idx_as, idx_bs, wss, code, alpha, bound
     dL/dlogdet; gbuf: scratch of the largest layer's ``net_size`` plus 2 rows x dim."""
     n, d = x.shape
     kk = len(wss)
+    no = np.bool_(False)  # not a literal (see chain_map)
     starts = np.empty(kk + 1, dtype=np.int64)  # where layer k's workspace starts
     starts[0] = 0
     for k in range(kk):
@@ -298,6 +300,6 @@ def chain_map_vjp(dout, dlogdet, x, out, idx_as, idx_bs, wss, code, alpha, bound
         x_in = x if k == 0 else _view(buf, starts[k] - n * d, n, d)
         x_out = out if k == kk - 1 else _view(buf, starts[k + 1] - n * d, n, d)
         dst = din if k == 0 else (g_a if (kk - 1 - k) % 2 == 0 else g_b)
-        _net_vjp(g, dlogdet, x_in if expand else x_out, idx_as[k], idx_bs[k], ws, ws, False, code, alpha, bound,
-                 affine, expand, False, buf, acts, ls, gbuf, dst, dwss[k], dbss[k])
+        _net_vjp(g, dlogdet, x_in if expand else x_out, idx_as[k], idx_bs[k], ws, ws, no, code, alpha, bound,
+                 affine, expand, no, buf, acts, ls, gbuf, dst, dwss[k], dbss[k])
         g = dst
