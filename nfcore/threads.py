@@ -106,7 +106,7 @@ def _blas_controllable():
 def workers_for(rows, workers=None, device="cpu", shard_rows=MIN_SHARD_ROWS):
     """How many worker threads a call on ``rows`` rows runs on.
 
-    ``workers=None`` chooses: one worker per ``shard_rows`` rows (a flow's is the largest of its
+    ``workers=None`` chooses: one worker per ``shard_rows`` rows (a flow's is the smallest of its
     layers' measured ``min_shard_rows``, else ``MIN_SHARD_ROWS``), at most ``core_budget()``
     (one without threadpoolctl, which holds BLAS at one thread per worker). An explicit count is
     kept, but no shard gets fewer than 2 rows (batch norm needs 2). A CUDA flow runs on one device

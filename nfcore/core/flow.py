@@ -80,7 +80,8 @@ class Flow(Module):
         self._device = Module.device.fget(self)
         self._workers = None  # worker threads and replicas (nfcore.parallel), made on first use
         rows = [m.min_shard_rows for m in self._module_list if m.min_shard_rows is not None]
-        self._shard_rows = max(rows) if rows else MIN_SHARD_ROWS
+        # the layers that do most of the work per row decide (a Glow's first scale, not its last)
+        self._shard_rows = min(rows) if rows else MIN_SHARD_ROWS
         if self.config is not None and "dtype" in self.config:
             self.config["dtype"] = self._dtype.name  # a checkpoint rebuilds what is there now
 

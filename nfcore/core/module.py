@@ -68,7 +68,7 @@ class Module:
     #: on a worker's replica, its place among the shards of the call (``nfcore.parallel``)
     _shard = None
     #: rows per worker below which splitting a batch does not pay for this layer (measured; a
-    #: flow takes the largest over its modules, ``nfcore.threads.workers_for``); None: no opinion
+    #: flow takes the smallest over its modules, ``nfcore.threads.workers_for``); None: no opinion
     min_shard_rows = None
 
     def before_shards(self):
