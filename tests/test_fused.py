@@ -81,6 +81,34 @@ def test_which_path_runs(rng):
     assert type(layer.forward(x)[2].net).__name__ == "MLPCache"
 
 
+def test_a_patched_or_subclassed_layer_keeps_its_own_calls(rng):
+    """A run bypasses the layers' forward: a layer whose instance replaces it, or a subclass, stays
+    out of the run (so a wrapper or a test's patch is called), and the memo notices a late patch."""
+    flow = nfcore.build(FLOWS["realnvp"] | {"dim": 4})
+    chain = flow.transform
+    x = rng.normal(size=(6, 4))
+    assert [type(s).__name__ for s in chain._segments(x, False)] == ["FusedRun"]
+    calls = []
+    layer = chain.transforms[1]
+    plain = type(layer).forward
+
+    def wrapped(self, h, context=None, need_grad=True):
+        calls.append(1)
+        return plain(self, h, context, need_grad)
+
+    layer.forward = wrapped.__get__(layer)
+    segments = [type(s).__name__ for s in chain._segments(x, False)]
+    assert segments == ["AffineCoupling", "AffineCoupling", "FusedRun"]
+    flow.log_prob(x)
+    assert calls == [1]
+
+    class Mine(AffineCoupling):
+        pass
+
+    mine = Mine(np.array([0, 1, 0, 1], bool), hidden=[6], rng=0)
+    assert nfcore.transforms._fused._run_key(mine, x) is None
+
+
 def test_a_fused_run_backward_accumulates_like_the_layers(rng):
     """Gradients are added (the contract): two backward passes give twice one."""
     flow = nfcore.build(FLOWS["realnvp"])

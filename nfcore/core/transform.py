@@ -124,10 +124,10 @@ class Chain(Transform):
     def _segments(self, x, inverse):
         """The layers in the call's order, consecutive fusable couplings grouped into one run
         (``transforms._fused.fused_segments``); kept per layer set, direction and backend."""
-        from ..transforms._fused import fused_segments
+        from ..transforms._fused import fused_segments, overridden
 
         key = (inverse, backend_of(x).name, tuple(map(id, self.transforms)),
-               tuple(getattr(t, "fused", None) for t in self.transforms))
+               tuple((getattr(t, "fused", None), overridden(t)) for t in self.transforms))
         memo = self.__dict__.setdefault("_segment_memo", {})
         found = memo.get(key)
         if found is None:
