@@ -92,6 +92,8 @@ class FusedRun:
         return tuple(tuple(getattr(lin, what) for lin in t.net.linears) for t in self.layers)
 
     def call(self, x, context, need_grad, expand):
+        """(out, logdet, RunCache or None): x_(k+1) = f_k(x_k) through the run's layers (``expand``:
+        their forward maps, else their inverses), logdet = sum_k log|det| of each."""
         for t in self.layers:
             t._check(x, context)
         ops = backend_of(x)
@@ -110,6 +112,12 @@ class FusedRun:
         return out, logdet, (RunCache(x, out, expand, buf) if need_grad else None)
 
     def backward(self, dout, dlogabsdet, cache):
+        """d input of the run's call: for k from the last layer down, with c = dL/dlog|det| (the same
+        for every layer, the log-dets add up),
+            dL/dx_k = J_k^T dL/dx_(k+1) + c d logdet_k / dx_k,
+        each layer's VJP as ``Coupling.backward`` states it (the map's VJP gives dL/dx_b and dL/dh,
+        then J_h(x_a)^T dL/dh goes into the pass-through columns), accumulating every layer's
+        weight and bias gradients."""
         ops = backend_of(dout)
         n, d = dout.shape
         wss = tuple(tuple(p.data for p in ws) for ws in self._arrays("weight"))
