@@ -19,11 +19,14 @@ class FusedCache(NamedTuple):
     buf: object
 
 
+def narrow(layers, residual):
+    """The network is one the fused kernels take: plain (not residual), no wider than ``FUSED_MAX_WIDTH``."""
+    return not residual and max(layer.out_features for layer in layers[:-1]) <= FUSED_MAX_WIDTH
+
+
 def fusable(layers, residual, x):
-    """The fused kernels apply: a CPU array, a plain (not residual) network no wider than
-    ``FUSED_MAX_WIDTH``."""
-    return (not residual and backend_of(x).name == "cpu"
-            and max(layer.out_features for layer in layers[:-1]) <= FUSED_MAX_WIDTH)
+    """The fused kernels apply: a CPU array and a ``narrow`` network."""
+    return backend_of(x).name == "cpu" and narrow(layers, residual)
 
 
 def _flat(x, idx_b):
@@ -86,10 +89,10 @@ class FusedRun:
         self.bound = getattr(first, "scale_bound", 1.0)
         lin = first.net.linears[0]
         self.code, self.alpha = lin.act_code, float(lin.alpha)
-
-    def _arrays(self, what):
-        """Per layer, its network's ``what`` Parameters (weight or bias)."""
-        return tuple(tuple(getattr(lin, what) for lin in t.net.linears) for t in self.layers)
+        # per layer, its network's weight and bias Parameters (their arrays are read at each call:
+        # an optimiser's flattening rebinds them)
+        self.weights = tuple(tuple(lin.weight for lin in t.net.linears) for t in self.layers)
+        self.biases = tuple(tuple(lin.bias for lin in t.net.linears) for t in self.layers)
 
     def call(self, x, context, need_grad, expand):
         """(out, logdet, RunCache or None): x_(k+1) = f_k(x_k) through the run's layers (``expand``:
@@ -98,15 +101,14 @@ class FusedRun:
             t._check(x, context)
         ops = backend_of(x)
         n, dtype = x.shape[0], x.dtype
-        wss = self._arrays("weight")
-        wss = tuple(tuple(p.data for p in ws) for ws in wss)
+        wss = tuple(tuple(p.data for p in ws) for ws in self.weights)
         idx_as = tuple(t.idx_a for t in self.layers)
         idx_bs = tuple(t.idx_b for t in self.layers)
         buf = ops.empty((chain_size(n, x.shape[1], idx_bs, wss, self.affine),), dtype)
         out = ops.empty(x.shape, dtype)
         logdet = ops.empty((n,), dtype)
         ctx = context if context is not None else ops.empty((n, 0), dtype)
-        bss = tuple(tuple(p.data for p in bs) for bs in self._arrays("bias"))
+        bss = tuple(tuple(p.data for p in bs) for bs in self.biases)
         ops.chain_map(x, ctx, idx_as, idx_bs, wss, bss, self.code, self.alpha, dtype.type(self.bound), self.affine,
                       expand, buf, out, logdet)
         return out, logdet, (RunCache(x, out, expand, buf) if need_grad else None)
@@ -120,15 +122,15 @@ class FusedRun:
         weight and bias gradients."""
         ops = backend_of(dout)
         n, d = dout.shape
-        wss = tuple(tuple(p.data for p in ws) for ws in self._arrays("weight"))
+        wss = tuple(tuple(p.data for p in ws) for ws in self.weights)
         scratch = max(net_size(n, ws) for ws in wss) + 2 * n * d
         gbuf = ops.empty((scratch,), dout.dtype)
         din = ops.empty(dout.shape, dout.dtype)
         ops.chain_map_vjp(dout, dlogabsdet, cache.x, cache.out, tuple(t.idx_a for t in self.layers),
                           tuple(t.idx_b for t in self.layers), wss, self.code, self.alpha,
                           dout.dtype.type(self.bound), self.affine, cache.expand, cache.buf, gbuf, din,
-                          tuple(tuple(p.grad for p in ws) for ws in self._arrays("weight")),
-                          tuple(tuple(p.grad for p in bs) for bs in self._arrays("bias")))
+                          tuple(tuple(p.grad for p in ws) for ws in self.weights),
+                          tuple(tuple(p.grad for p in bs) for bs in self.biases))
         return din
 
 

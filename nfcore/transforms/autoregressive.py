@@ -37,7 +37,7 @@ from ..core.transform import Transform
 from ..errors import ConfigError, GradientNotAvailable, ShapeError
 from ..kernels import backend_of
 from ..nn.made import MADE
-from ._fused import FUSED_MAX_WIDTH, FusedCache, fusable, net_map, net_map_vjp
+from ._fused import FusedCache, fusable, narrow, net_map, net_map_vjp
 
 __all__ = ["MAF", "IAF", "sorted_made_weights", "made_sequential",
            "MODE_CONTRACT", "MODE_EXPAND", "MODE_MOG"]
@@ -150,9 +150,7 @@ class _Autoregressive(Transform):
         """Rows per worker below which splitting a batch does not pay (``nfcore.threads.workers_for``;
         measured: benchmarks/RESULTS.md, "Worker threads"): 128 where the shards take the fused
         kernels, 1024 op by op (wide or residual MADEs)."""
-        fused = self.fused is not False and not self.made.residual and max(
-            lay.out_features for lay in self.made.layers[:-1]) <= FUSED_MAX_WIDTH
-        return 128 if fused else 1024
+        return 128 if self.fused is not False and narrow(self.made.layers, self.made.residual) else 1024
 
     def _check(self, x):
         if x.ndim != 2 or x.shape[1] != self.dim:

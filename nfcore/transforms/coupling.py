@@ -16,7 +16,7 @@ from ..core.transform import Transform
 from ..errors import ConfigError, ShapeError
 from ..kernels import backend_of
 from ..nn.linear import MLP
-from ._fused import FUSED_MAX_WIDTH, FusedCache, fusable, net_map, net_map_vjp
+from ._fused import FusedCache, fusable, narrow, net_map, net_map_vjp
 
 __all__ = ["make_mask", "Coupling", "AdditiveCoupling", "AffineCoupling"]
 
@@ -108,9 +108,7 @@ class Coupling(Transform):
         """Rows per worker below which splitting a batch does not pay (``nfcore.threads.workers_for``;
         measured: benchmarks/RESULTS.md, "Worker threads"): 512 on the fused kernels, 1024 op by op
         (wide conditioners, whose GEMMs already use BLAS's threads)."""
-        fused = self.fused and not self.net.residual and max(
-            lin.out_features for lin in self.net.linears[:-1]) <= FUSED_MAX_WIDTH
-        return 512 if fused else 1024
+        return 512 if self.fused and narrow(self.net.linears, self.net.residual) else 1024
 
     def _fused_call(self, x, context, need_grad, inverse):
         """``_call`` in one kernel (``_fused.net_map``): the same maths."""
