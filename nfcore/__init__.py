@@ -24,6 +24,7 @@ from .errors import (
     InverseNotAvailable,
     NfcoreError,
     ShapeError,
+    SolverError,
 )
 from .gmm import GaussianMixture
 from .kernels.array.memory import release as release_memory
@@ -57,6 +58,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DeviceError",
+    "SolverError",
     "GradientNotAvailable",
     "InputOutsideDomain",
     "InverseNotAvailable",

@@ -10,6 +10,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DeviceError",
+    "SolverError",
 ]
 
 
@@ -47,3 +48,7 @@ class DataError(NfcoreError, ValueError):
 
 class DeviceError(NfcoreError):
     """A device (CUDA) was asked for and is not available, or arrays live on mixed devices."""
+
+
+class SolverError(NfcoreError):
+    """An ODE solve failed: more steps than its budget, or a non-finite state (a diverged model)."""

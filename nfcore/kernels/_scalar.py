@@ -28,6 +28,7 @@ __all__ = [
     "ACT_ELU",
     "ACT_SOFTPLUS",
     "ACT_LIPSWISH",
+    "ACT_SWISH",
     "act_fwd",
     "act_vjp",
     "softclamp",
@@ -45,6 +46,8 @@ ACT_ELU = 4
 ACT_SOFTPLUS = 5
 #: LipSwish h sigmoid(beta h) / 1.1: only the residual family's ``act2`` (with phi', phi'') takes it
 ACT_LIPSWISH = 6
+#: swish h sigmoid(h): only the continuous flows' dynamics (``ode.math.smooth_act``) take it
+ACT_SWISH = 7
 
 _jit = njit(cache=True, inline="always", error_model="numpy")
 #: how element maths compiles (every family's): inlined into the CPU loops, callable from CUDA threads

@@ -3,6 +3,7 @@
 from .actnorm import ActNorm
 from .autoregressive import IAF, MAF
 from .batchnorm import BatchNorm
+from .cnf import CNF, ConcatSquash, ODENet
 from .coupling import AdditiveCoupling, AffineCoupling, Coupling, make_mask
 from .elementwise import Scaling, Standardize
 from .image_coupling import ImageAdditiveCoupling, ImageAffineCoupling, ImageCoupling, image_mask
@@ -43,4 +44,7 @@ __all__ = [
     "Logit",
     "ResidualBlock",
     "ConvResidualBlock",
+    "CNF",
+    "ConcatSquash",
+    "ODENet",
 ]
