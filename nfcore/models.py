@@ -5,7 +5,7 @@ a checkpoint stores that dict, so ``nfcore.load`` rebuilds the model without the
 that made it.
 
 Config keys (defaults in ``DEFAULTS``):
-    flow        ``realnvp`` | ``nice`` | ``maf`` | ``iaf`` | ``glow`` | ``iresnet`` | ``resflow``
+    flow        ``realnvp`` | ``nice`` | ``maf`` | ``iaf`` | ``glow`` | ``iresnet`` | ``resflow`` | ``ffjord``
     dim         data dimension D (image flows: H W C, filled in from ``shape``)
     shape       image shape [H, W, C] (channels last) for the image flows ``glow`` and the
                 multi-scale ``realnvp``; None for vector flows
@@ -13,13 +13,14 @@ Config keys (defaults in ``DEFAULTS``):
                 images): a ``Dequantize`` layer first (image and vector flows), so
                 log-likelihoods are of the discrete data
     scales      image flows: the number of scales L (each: squeeze, steps, split)
-    layers      vector flows: coupling (or autoregressive) layers; image flows: steps per scale
+    layers      vector flows: coupling (or autoregressive, residual, continuous) layers; image flows:
+                steps per scale
     hidden      list of hidden widths of each conditioner MLP (image flows: of each ConvNet)
     coupling    image flows: ``affine`` | ``additive``
     invconv     glow: ``lu`` | ``plain`` (the 1x1 convolution's parameterisation)
     activation  conditioner activation (``relu``, ``leaky_relu``, ``tanh``, ``elu``, ``softplus``;
-                residual flows: ``lipswish`` or ``elu``); None: ``relu``, or ``lipswish`` for
-                the residual flows
+                residual flows: ``lipswish`` or ``elu``; ffjord: ``tanh``, ``softplus`` or ``swish``);
+                None: ``relu``, ``lipswish`` for the residual flows, ``tanh`` for ffjord
     coeff       residual flows: the spectral-norm bound c < 1 of every weight of g
     logdet      residual flows: the training log-det, ``exact`` | ``series`` | ``roulette``
                 (None: ``series`` for iresnet, ``roulette`` for resflow); evaluation uses
@@ -51,6 +52,15 @@ Config keys (defaults in ``DEFAULTS``):
     seed        initialisation seed (masks, permutations, weights)
     memory_saving  backward recomputes every layer's input from its output with the layer's
                 inverse instead of keeping activations (``Chain(memory_saving=True)``)
+    ffjord (continuous flows, ``transforms.CNF``; ``layers`` CNF blocks, each an ODE whose
+    dynamics is a concat-squash MLP of widths ``hidden``):
+    time        the integration time T of each block
+    solver      ``dopri5`` (adaptive, ``rtol`` / ``atol``) | ``rk4`` (``ode_steps`` equal steps)
+    ode_max_steps  an adaptive solve's step budget
+    trace       training trace: ``exact`` | ``hutchinson`` (None: exact when dim <= 16); evaluation
+                always uses the exact trace
+    gradient    ``adjoint`` | ``discretise`` (exact gradient of the discrete solve)
+    kinetic, jacobian  RNODE regularisers' weights (kinetic energy, Jacobian Frobenius norm)
 """
 
 from __future__ import annotations
@@ -67,7 +77,7 @@ from .core.flow import Flow
 from .core.transform import Chain
 from .errors import ConfigError
 
-__all__ = ["DEFAULTS", "FLOWS", "build", "realnvp", "nice", "maf", "iaf", "glow", "iresnet", "resflow"]
+__all__ = ["DEFAULTS", "FLOWS", "build", "realnvp", "nice", "maf", "iaf", "glow", "iresnet", "resflow", "ffjord"]
 
 DEFAULTS = {
     "flow": "realnvp",
@@ -102,6 +112,16 @@ DEFAULTS = {
     "dtype": "float64",
     "seed": 0,
     "memory_saving": False,
+    "time": 1.0,
+    "solver": "dopri5",
+    "rtol": 1e-5,
+    "atol": 1e-5,
+    "ode_steps": 8,
+    "ode_max_steps": 1000,
+    "trace": None,
+    "gradient": "adjoint",
+    "kinetic": 0.0,
+    "jacobian": 0.0,
 }
 
 
@@ -297,8 +317,21 @@ def resflow(cfg, dtype):
     return iresnet(cfg, dtype)
 
 
+def ffjord(cfg, dtype):
+    """FFJORD: K continuous-flow blocks (``CNF``), each an ODE solved from 0 to ``time``."""
+    rng = np.random.default_rng(cfg["seed"])
+    layers = _vector_front(cfg, dtype)
+    for _ in range(cfg["layers"]):
+        layers.append(T.CNF(cfg["dim"], hidden=cfg["hidden"], activation=cfg["activation"],
+                            context_dim=cfg["context_dim"], time=cfg["time"], solver=cfg["solver"], rtol=cfg["rtol"],
+                            atol=cfg["atol"], steps=cfg["ode_steps"], max_steps=cfg["ode_max_steps"],
+                            trace=cfg["trace"], gradient=cfg["gradient"], kinetic=cfg["kinetic"],
+                            jacobian=cfg["jacobian"], rng=rng, dtype=dtype))
+    return layers
+
+
 FLOWS = {"realnvp": realnvp, "nice": nice, "maf": maf, "iaf": iaf, "glow": glow, "iresnet": iresnet,
-         "resflow": resflow}
+         "resflow": resflow, "ffjord": ffjord}
 
 
 #: a model larger than this many parameters is refused unless asked for (``allow_large``): a
@@ -316,11 +349,15 @@ _ENUMS = {
     "base": ("normal", "diag", "made", "made-mog", "gmm"),
     "mixture_covariance": ("full", "diag"),
     "dtype": ("float32", "float64"),
+    "solver": ("dopri5", "rk4"),
+    "trace": (None, "exact", "hutchinson"),
+    "gradient": ("adjoint", "discretise"),
 }
 _BOOLS = ("learn_beta", "residual", "batch_norm", "whiten", "memory_saving")
 #: integer keys: (smallest value, None = may be None)
 _INTS = {"dim": (1, False), "layers": (1, False), "scales": (1, False), "levels": (2, True),
-         "n_terms": (1, True), "prior_components": (1, False), "context_dim": (0, False), "seed": (0, False)}
+         "n_terms": (1, True), "prior_components": (1, False), "context_dim": (0, False), "seed": (0, False),
+         "ode_steps": (1, False), "ode_max_steps": (1, False)}
 
 
 def _widths(key, value):
@@ -360,6 +397,9 @@ def estimate_parameters(cfg):
             total += mlp([cs // 2, *cfg["hidden"], cs], taps=9, inner_taps=1)  # a split prior's network
     elif cfg["flow"] in ("iresnet", "resflow"):
         total = layers * (mlp([d, *cfg["hidden"], d]) + 2 * d + sum(cfg["hidden"]))
+    elif cfg["flow"] == "ffjord":  # concat-squash: 3 time parameters per unit beside W and b
+        widths = [d + ctx, *cfg["hidden"], d]
+        total = layers * (mlp(widths) + 3 * sum(widths[1:]))
     else:
         total = layers * (mlp([d + ctx, *cfg["hidden"], 2 * d]) + 2 * d)
     if cfg["whiten"]:
@@ -399,11 +439,14 @@ def normalize_config(config, allow_large=False):
     cfg["prior_hidden"] = _widths("prior_hidden", cfg["prior_hidden"])
     cfg["coeff"] = check_real("coeff", cfg["coeff"], 0.0, 1.0)
     cfg["scale_bound"] = check_real("scale_bound", cfg["scale_bound"], 0.0)
+    cfg["time"] = check_real("time", cfg["time"], 0.0)
+    for key in ("rtol", "atol", "kinetic", "jacobian"):
+        cfg[key] = check_real(key, cfg[key], 0.0, closed=True)
     if cfg["activation"] is not None and not isinstance(cfg["activation"], str):
         raise ConfigError(f"activation must be a name, got {cfg['activation']!r}")
     residual = cfg["flow"] in ("iresnet", "resflow")
     if cfg["activation"] is None:
-        cfg["activation"] = "lipswish" if residual else "relu"
+        cfg["activation"] = "lipswish" if residual else ("tanh" if cfg["flow"] == "ffjord" else "relu")
     if residual:
         if cfg["logdet"] is None:
             cfg["logdet"] = "series" if cfg["flow"] == "iresnet" else "roulette"
@@ -417,7 +460,7 @@ def normalize_config(config, allow_large=False):
         shape = [check_int(f"shape[{i}]", v, 1) for i, v in enumerate(cfg["shape"])]
         cfg["shape"] = shape
         cfg["dim"] = shape[0] * shape[1] * shape[2]
-        if cfg["flow"] not in ("glow", "realnvp", "iresnet", "resflow"):
+        if cfg["flow"] not in ("glow", "realnvp", "iresnet", "resflow"):  # ffjord included: vectors only
             raise ConfigError(f"flow {cfg['flow']!r} takes vectors; image shapes work with glow, realnvp, iresnet "
                               "and resflow")
         if cfg["context_dim"]:

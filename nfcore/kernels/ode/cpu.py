@@ -15,10 +15,13 @@ tangent rows of a layer as two products; the element passes are loops over the s
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
+from .._scalar import ACT_TANH
+from ..coupling.fast32 import exp32
 from ..registry import cpu_kernel
-from .math import gate_and_shift, smooth_act
+from .math import gate_and_shift, smooth_act, smooth_slopes
 
 _jit = njit(cache=True, nogil=True, error_model="numpy")
 
@@ -27,6 +30,25 @@ _jit = njit(cache=True, nogil=True, error_model="numpy")
 def _mat(buf, off, rows, cols):
     """buf[off : off + rows cols] as a (rows, cols) array (a view)."""
     return buf[off : off + rows * cols].reshape((rows, cols))
+
+
+def _tanh(x):
+    """(tanh x, 1 - tanh^2 x) by ``math.smooth_act``'s formula; float32 through the vectorisable exp32."""
+
+
+@overload(_tanh)
+def _tanh_routes(x):
+    if x == types.float32:
+        def tanh32(x):
+            one = np.float32(1)
+            y = one - (one + one) / (exp32(x + x) + one)
+            return y, one - y * y
+        return tanh32
+
+    def tanh64(x):
+        y, d1, _ = smooth_act(x, ACT_TANH)
+        return y, d1
+    return tanh64
 
 
 @_jit
@@ -110,20 +132,43 @@ def _forward(y, t, ctx, theta, dims, code, probes, work, off, poff):
         else:
             np.dot(_mat(work, off[k, 1], n * p, a), w, tp)
         last = k == layers - 1
-        if not last:
-            hn = _mat(work, off[k + 1, 0], n, b)
-            vn = _mat(work, off[k + 1, 1], n * p, b)
-        for j in range(b):
-            g, s = gate_and_shift(tt, ga[j], gb[j], sw[j])
-            for i in range(n):
-                m[i, j] += bias[j]
-                u = m[i, j] * g + s
-                pre[i, j] = u
-                if not last:
-                    act, d1, _ = smooth_act(u, code)
+        gate, shift = _gates(tt, ga, gb, sw)
+        for i in range(n):
+            for j in range(b):
+                mij = m[i, j] + bias[j]
+                m[i, j] = mij
+                pre[i, j] = mij * gate[j] + shift[j]
+        if last:
+            continue
+        hn = _mat(work, off[k + 1, 0], n, b)
+        vn = _mat(work, off[k + 1, 1], n * p, b)
+        slope = np.empty(b, dtype=theta.dtype)
+        for i in range(n):
+            if code == ACT_TANH:  # the default: a loop without a branch (vectorised in float32)
+                for j in range(b):
+                    act, d1 = _tanh(pre[i, j])
                     hn[i, j] = act
-                    for q in range(p):
-                        vn[i * p + q, j] = d1 * g * tp[i * p + q, j]
+                    slope[j] = d1 * gate[j]
+            else:
+                for j in range(b):
+                    act, d1, _ = smooth_act(pre[i, j], code)
+                    hn[i, j] = act
+                    slope[j] = d1 * gate[j]
+            for q in range(p):
+                r = i * p + q
+                for j in range(b):
+                    vn[r, j] = slope[j] * tp[r, j]
+
+
+@_jit
+def _gates(t, ga, gb, sw):
+    """Each output unit's gate sigmoid(a t + e) and shift c t."""
+    b = ga.shape[0]
+    gate = np.empty(b, dtype=ga.dtype)
+    shift = np.empty(b, dtype=ga.dtype)
+    for j in range(b):
+        gate[j], shift[j] = gate_and_shift(t, ga[j], gb[j], sw[j])
+    return gate, shift
 
 
 @_jit
@@ -140,7 +185,7 @@ def _outputs(theta, dims, probes, w, t, work, off, poff, dy):
     sw = theta[o + a * b + 3 * b : o + a * b + 4 * b]
     tp = _mat(work, off[k, 3], n * p, b)
     pre = _mat(work, off[k, 4], n, b)
-    tt = theta.dtype.type(t)
+    gate, _ = _gates(theta.dtype.type(t), ga, gb, sw)
     zero = dy.dtype.type(0)
     for i in range(n):
         tr = zero
@@ -150,9 +195,8 @@ def _outputs(theta, dims, probes, w, t, work, off, poff, dy):
             f = pre[i, j]
             dy[i, j] = f
             kin += f * f
-            g, _ = gate_and_shift(tt, ga[j], gb[j], sw[j])
             for q in range(p):
-                jv = g * tp[i * p + q, j]
+                jv = gate[j] * tp[i * p + q, j]
                 tr += probes[i, q, j] * jv
                 fro += jv * jv
         dy[i, d] = w * tr
@@ -211,12 +255,12 @@ def cnf_field_vjp(y, t, ctx, theta, dims, code, probes, w, gy, dy, dz, dtheta, d
     gb = theta[o + a * b + 2 * b : o + a * b + 3 * b]
     sw = theta[o + a * b + 3 * b : o + a * b + 4 * b]
     tp = _mat(work, off[k, 3], n * p, b)
+    gate, _ = _gates(tt, ga, gb, sw)
     for i in range(n):
         for j in range(d):
             hbar[i, j] = gy[i, j] + two * gy[i, d + 1] * dy[i, j]
-            g, _ = gate_and_shift(tt, ga[j], gb[j], sw[j])
             for q in range(p):
-                vbar[i * p + q, j] = w * (gy[i, d] * probes[i, q, j] + two * gy[i, d + 2] * g * tp[i * p + q, j])
+                vbar[i * p + q, j] = w * (gy[i, d] * probes[i, q, j] + two * gy[i, d + 2] * gate[j] * tp[i * p + q, j])
     tsum = dy.dtype.type(0)
     # alternate the two halves of the scratch: one holds this layer's cotangents, the other the next
     cur_h, cur_v = s0, s1
@@ -228,44 +272,52 @@ def cnf_field_vjp(y, t, ctx, theta, dims, code, probes, w, gy, dy, dz, dtheta, d
         ga = theta[o + a * b + b : o + a * b + 2 * b]
         gb = theta[o + a * b + 2 * b : o + a * b + 3 * b]
         sw = theta[o + a * b + 3 * b : o + a * b + 4 * b]
+        gate, _ = _gates(tt, ga, gb, sw)
         h = _mat(work, off[k, 0], n, a)
         m = _mat(work, off[k, 2], n, b)
         tp = _mat(work, off[k, 3], n * p, b)
         pre = _mat(work, off[k, 4], n, b)
         hb = _mat(work, cur_h, n, b)  # in: cotangent of the layer's output; out: dm
-        vb = _mat(work, cur_v, n * p, b)  # in: cotangent of the output tangent; out: dT g
+        vb = _mat(work, cur_v, n * p, b)  # in: cotangent of the output tangent; out: dT
         dw = _mat(dtheta, o, a, b)
         last = k == layers - 1
+        y = _mat(work, off[k + 1, 0], n, b) if not last else pre  # phi(p) (the next layer's input)
+        dg = np.zeros(b, dtype=dy.dtype)
+        dps = np.zeros(b, dtype=dy.dtype)
+        dbias = np.zeros(b, dtype=dy.dtype)
+        s1 = np.ones(b, dtype=dy.dtype)
+        s2 = np.zeros(b, dtype=dy.dtype)
+        acc = np.zeros(b, dtype=dy.dtype)
+        for i in range(n):
+            if not last:
+                for j in range(b):
+                    s1[j], s2[j] = smooth_slopes(pre[i, j], y[i, j], code)
+                    acc[j] = 0
+            for q in range(p):
+                r = i * p + q
+                for j in range(b):
+                    v = vb[r, j]
+                    tq = tp[r, j]
+                    acc[j] += v * tq
+                    dtq = v * s1[j]
+                    dg[j] += dtq * tq
+                    vb[r, j] = dtq * gate[j]
+            for j in range(b):
+                dp = hb[i, j] * s1[j]
+                if not last:
+                    dp += s2[j] * gate[j] * acc[j]
+                dg[j] += dp * m[i, j]
+                dps[j] += dp
+                dm = dp * gate[j]
+                hb[i, j] = dm
+                dbias[j] += dm
         for j in range(b):
-            g, _ = gate_and_shift(tt, ga[j], gb[j], sw[j])
-            dg = dy.dtype.type(0)
-            dpsum = dy.dtype.type(0)
-            for i in range(n):
-                if last:
-                    dp = hb[i, j]
-                    for q in range(p):
-                        r = i * p + q
-                        dg += vb[r, j] * tp[r, j]
-                        vb[r, j] = vb[r, j] * g
-                else:
-                    _, d1, d2 = smooth_act(pre[i, j], code)
-                    acc = dy.dtype.type(0)
-                    for q in range(p):
-                        r = i * p + q
-                        acc += vb[r, j] * tp[r, j]
-                        dtq = vb[r, j] * d1
-                        dg += dtq * tp[r, j]
-                        vb[r, j] = dtq * g
-                    dp = hb[i, j] * d1 + d2 * g * acc
-                dg += dp * m[i, j]
-                dpsum += dp
-                hb[i, j] = dp * g
-            gs = dg * g * (g - g + 1 - g)
-            dtheta[o + a * b + j] += _colsum(hb, j)
+            gs = dg[j] * gate[j] * (1 - gate[j])
+            dtheta[o + a * b + j] += dbias[j]
             dtheta[o + a * b + b + j] += gs * tt
             dtheta[o + a * b + 2 * b + j] += gs
-            dtheta[o + a * b + 3 * b + j] += dpsum * tt
-            tsum += gs * ga[j] + dpsum * sw[j]
+            dtheta[o + a * b + 3 * b + j] += dps[j] * tt
+            tsum += gs * ga[j] + dps[j] * sw[j]
         dw += np.dot(h.T, hb)
         if k == 0:
             v0 = _mat(work, off[0, 1], n * p, d)
