@@ -29,7 +29,7 @@ from .errors import (
 from .gmm import GaussianMixture
 from .kernels.array.memory import release as release_memory
 from .models import build
-from .nn import MADE, MLP, Conv2d, ConvNet, Linear, MaskedLinear, SpectralConv2d, SpectralLinear
+from .nn import MADE, MLP, ConcatSquash, Conv2d, ConvNet, Linear, MaskedLinear, ODENet, SpectralConv2d, SpectralLinear
 from .priors import AutoregressivePrior
 from .threads import get_num_threads, set_num_threads
 from .train import Adam, bits_per_dim, evaluate_nll, fit, fit_reverse_kl, load, save
@@ -78,6 +78,8 @@ __all__ = [
     "save",
     "MLP",
     "MADE",
+    "ConcatSquash",
+    "ODENet",
     "MaskedLinear",
     "Linear",
     "Conv2d",

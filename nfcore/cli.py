@@ -65,10 +65,11 @@ def build_parser():
 
     t = sub.add_parser("train", help="fit a flow to data by maximum likelihood")
     t.add_argument("--data", default="moons", help="built-in density name or a .npy/.csv path (default: moons)")
-    t.add_argument("--flow", default="realnvp", choices=["realnvp", "nice", "maf", "iaf", "glow", "iresnet", "resflow"],
+    t.add_argument("--flow", default="realnvp",
+                   choices=["realnvp", "nice", "maf", "iaf", "glow", "iresnet", "resflow", "ffjord"],
                    help="flow family (default: realnvp; iaf cannot be fitted to data by maximum likelihood; "
                         "glow, and realnvp on images, are multi-scale image flows; iresnet and resflow are "
-                        "invertible residual networks)")
+                        "invertible residual networks; ffjord is a continuous flow, an ODE)")
     t.add_argument("--layers", type=_at_least(1), default=None,
                    help="coupling (autoregressive, residual) layers; image flows: steps per scale "
                         "(default: 8; resflow: 4)")
@@ -118,6 +119,20 @@ def build_parser():
     t.add_argument("--workers", type=_at_least(1), default=None,
                    help="worker threads per step, each on a shard of the batch (default: chosen from the batch "
                         "size and --threads; the same seed and workers give the same model bit for bit)")
+    ode = t.add_argument_group("continuous flows (--flow ffjord)")
+    ode.add_argument("--solver", default="dopri5", choices=["dopri5", "rk4"],
+                     help="ODE solver: adaptive Dormand-Prince 5(4) or fixed-step RK4 (default: dopri5)")
+    ode.add_argument("--tol", type=_positive(), default=None,
+                     help="dopri5's relative and absolute tolerance (default: 1e-5)")
+    ode.add_argument("--ode-steps", type=_at_least(1), default=8, help="rk4's steps per solve (default: 8)")
+    ode.add_argument("--trace", default=None, choices=["exact", "hutchinson"],
+                     help="training trace of df/dz (default: exact up to 16 columns; evaluation is always exact)")
+    ode.add_argument("--gradient", default="adjoint", choices=["adjoint", "discretise"],
+                     help="gradients by the adjoint ODE or by differentiating the solver's steps (default: adjoint)")
+    ode.add_argument("--kinetic", type=_positive(allow_zero=True), default=None,
+                     help="RNODE kinetic-energy weight (default: see nfcore.cli.FFJORD_DEFAULTS)")
+    ode.add_argument("--jacobian", type=_positive(allow_zero=True), default=None,
+                     help="RNODE Jacobian Frobenius-norm weight (default: see nfcore.cli.FFJORD_DEFAULTS)")
     t.add_argument("--out", default=None, type=_nonempty, help="run folder (default: runs/<flow>-<data>-<time>)")
     t.add_argument("--resume", default=None, help="continue from a run folder's last.npz")
     t.add_argument("--no-plot", action="store_true", help="skip the PNGs even if matplotlib is installed")
@@ -239,7 +254,11 @@ def _progress(done, total, what):
 _VECTOR_DEFAULTS = {
     "maf": {"n_train": 100_000, "epochs": 60, "prior": "made-mog"},
     "resflow": {"n_train": 100_000, "layers": 4, "prior": "made-mog"},
+    "ffjord": {"layers": 1, "epochs": 10},
 }
+
+#: the continuous flow's ODE settings where an option is not given
+FFJORD_DEFAULTS = {"tol": 1e-5, "kinetic": 0.01, "jacobian": 0.01, "activation": "tanh"}
 
 
 def _fill_defaults(args, **defaults):
@@ -328,6 +347,11 @@ def cmd_train(args, out=print):
     }
     if data.shape[1] > 2 and args.flow in ("realnvp", "nice"):
         config["permute"] = "random"
+    if args.flow == "ffjord":
+        _fill_defaults(args, **{k: FFJORD_DEFAULTS[k] for k in ("tol", "kinetic", "jacobian")})
+        config.update(solver=args.solver, rtol=args.tol, atol=args.tol, ode_steps=args.ode_steps, trace=args.trace,
+                      gradient=args.gradient, kinetic=args.kinetic, jacobian=args.jacobian,
+                      activation=FFJORD_DEFAULTS["activation"])
     flow = models.build(config, allow_large=args.allow_large)
     rows = data.astype(args.dtype)
     if whiten:

@@ -17,6 +17,7 @@ from nfcore import Transform
 from nfcore import gradcheck as gc
 from nfcore.errors import GradientNotAvailable
 from nfcore.transforms import (
+    CNF,
     IAF,
     MAF,
     ActNorm,
@@ -225,6 +226,17 @@ CASES = [
     Case("affine-lu-diagonal", lambda dt: AffineLU(D, loc=np.ones(D), diagonal=True, dtype=dt)),
     Case("chain-maf-whiten", _built({"flow": "maf", "dim": D, "layers": 1, "hidden": [8], "whiten": True}),
          no_gradient=INVERSE),
+    # continuous flows on fixed RK4 steps, fine enough that the discrete map's round trip and its
+    # log-det (the solver's quadrature of the trace) meet the 1e-10 and 1e-8 bars; the adaptive
+    # solver, the estimators and the adjoint's convergence have their own tests (test_cnf.py)
+    Case("cnf-rk4-discretise-context",
+         lambda dt: CNF(D, hidden=[6, 5], context_dim=C, solver="rk4", steps=40, gradient="discretise", rng=0,
+                        dtype=dt),
+         context=True),
+    Case("cnf-rk4-adjoint-swish",
+         lambda dt: CNF(D, hidden=[6], activation="swish", solver="rk4", steps=40, rng=1, dtype=dt)),
+    Case("chain-ffjord", _built({"flow": "ffjord", "dim": D, "layers": 2, "hidden": [5], "activation": "softplus",
+                                 "solver": "rk4", "ode_steps": 40, "gradient": "discretise"})),
 ]
 CASES_BY_NAME = {c.name: c for c in CASES}
 assert len(CASES_BY_NAME) == len(CASES), "case names are the test ids: they must be unique"

@@ -4,6 +4,7 @@ from .activations import ACTIVATIONS, activation_code
 from .conv import Conv2d, ConvNet
 from .linear import MLP, Linear
 from .made import MADE, MaskedLinear, made_degrees
+from .odenet import ConcatSquash, ODENet
 from .spectral import SpectralConv2d, SpectralLinear
 
 __all__ = [
@@ -16,6 +17,8 @@ __all__ = [
     "MADE",
     "MaskedLinear",
     "made_degrees",
+    "ConcatSquash",
+    "ODENet",
     "SpectralLinear",
     "SpectralConv2d",
 ]

@@ -3,7 +3,7 @@
 from .actnorm import ActNorm
 from .autoregressive import IAF, MAF
 from .batchnorm import BatchNorm
-from .cnf import CNF, ConcatSquash, ODENet
+from .cnf import CNF
 from .coupling import AdditiveCoupling, AffineCoupling, Coupling, make_mask
 from .elementwise import Scaling, Standardize
 from .image_coupling import ImageAdditiveCoupling, ImageAffineCoupling, ImageCoupling, image_mask
@@ -45,6 +45,4 @@ __all__ = [
     "ResidualBlock",
     "ConvResidualBlock",
     "CNF",
-    "ConcatSquash",
-    "ODENet",
 ]
