@@ -235,6 +235,7 @@ def op_cases(rng, dt, s):
         "adam_update": [("", [r(flat), r(flat), r(flat), np.abs(r(flat)), 0.01, 0.9, 0.999, 1e-8, 0.01, 3], [0, 2, 3])],
         "fill": [("", [r(n, d), 0.25], [0])],
         **_image_cases(rng, dt, r, s),
+        **_ode_cases(rng, dt, r, s),
         "iadd": [("", [r(n, d), r(n, d)], [0])],
         "add_scalar": [("", [r(flat), -0.75], [0])],
         "axpy": [("", [-0.3, r(n, d), r(n, d)], [2])],
@@ -270,6 +271,29 @@ def _image_cases(rng, dt, r, s):
         "rowdot_acc": [("", [r(n, d), r(n, d), -0.7, r(n)], [3])],
         "lu_compose_bwd": [(f"rps={rps}", [r(c, c), *lu, r(n), rps, r(c, c), r(c, c), r(c)], [8, 9, 10])
                            for rps in (3, -2)],
+    }
+
+
+def _ode_cases(rng, dt, r, s):
+    """The continuous-flow ops: a row per thread over several blocks, a context, two probes per row,
+    every smooth activation, three layers (the first and the last special in the VJP)."""
+    from nfcore.kernels.ode.math import field_work_size, layer_sizes
+
+    n, d, c, p = s.n, 3, 2, 2
+    dims = np.array([d + c, 5, 4, d], dtype=np.int64)
+    theta = r(sum(layer_sizes(list(dims))), scale=0.5)
+
+    def common():
+        return [r(n, d + 3), 0.3, r(n, c), theta.copy(), dims]
+
+    work = field_work_size(n, p, list(dims), d)
+    return {
+        "cnf_field": [(f"code={code}", [*common(), code, r(n, p, d), 0.5, _nan((n, d + 3), dt), np.zeros(work, dt)],
+                       [8]) for code in (3, 5, 7)],
+        "cnf_field_vjp": [
+            (f"code={code}", [*common(), code, r(n, p, d), 0.5, r(n, d + 3), _nan((n, d + 3), dt), _nan((n, d), dt),
+                              _nan(theta.shape, dt), _nan((n, c), dt), _nan(1, dt), np.zeros(work, dt)],
+             [9, 10, 11, 12, 13]) for code in (3, 5, 7)],
     }
 
 
