@@ -126,11 +126,11 @@ def _forward(y, t, ctx, theta, dims, code, probes, work, off, poff):
         m = _mat(work, off[k, 2], n, b)
         tp = _mat(work, off[k, 3], n * p, b)
         pre = _mat(work, off[k, 4], n, b)
-        np.dot(h, w, m)
         if k == 0:
+            np.dot(h, w, m)
             np.dot(_mat(work, off[0, 1], n * p, d), _mat(theta, o, d, b), tp)
-        else:
-            np.dot(_mat(work, off[k, 1], n * p, a), w, tp)
+        else:  # H_k and V_k are consecutive, as are M_k and T_k: one product for both
+            np.dot(_mat(work, off[k, 0], n * (1 + p), a), w, _mat(work, off[k, 2], n * (1 + p), b))
         last = k == layers - 1
         gate, shift = _gates(tt, ga, gb, sw)
         for i in range(n):
@@ -241,13 +241,13 @@ def cnf_field_vjp(y, t, ctx, theta, dims, code, probes, w, gy, dy, dz, dtheta, d
     widest = 0
     for k in range(layers + 1):
         widest = max(widest, dims[k])
+    # two halves of scratch, each a layer's cotangents of its rows then of its tangent rows
     s0 = off[layers, 0]
-    s1 = s0 + n * widest
-    s2 = s1 + n * p * widest
+    s2 = s0 + n * (1 + p) * widest
     two = dy.dtype.type(2)
     # cotangents of the output layer: H (n, D) and V (n p, D)
     hbar = _mat(work, s0, n, d)
-    vbar = _mat(work, s1, n * p, d)
+    vbar = _mat(work, s0 + n * d, n * p, d)
     k = layers - 1
     o = poff[k]
     a, b = dims[k], dims[k + 1]
@@ -263,8 +263,7 @@ def cnf_field_vjp(y, t, ctx, theta, dims, code, probes, w, gy, dy, dz, dtheta, d
                 vbar[i * p + q, j] = w * (gy[i, d] * probes[i, q, j] + two * gy[i, d + 2] * gate[j] * tp[i * p + q, j])
     tsum = dy.dtype.type(0)
     # alternate the two halves of the scratch: one holds this layer's cotangents, the other the next
-    cur_h, cur_v = s0, s1
-    nxt_h, nxt_v = s2, s2 + n * widest
+    cur_h, nxt_h = s0, s2
     for k in range(layers - 1, -1, -1):
         a, b = dims[k], dims[k + 1]
         o = poff[k]
@@ -278,7 +277,7 @@ def cnf_field_vjp(y, t, ctx, theta, dims, code, probes, w, gy, dy, dz, dtheta, d
         tp = _mat(work, off[k, 3], n * p, b)
         pre = _mat(work, off[k, 4], n, b)
         hb = _mat(work, cur_h, n, b)  # in: cotangent of the layer's output; out: dm
-        vb = _mat(work, cur_v, n * p, b)  # in: cotangent of the output tangent; out: dT
+        vb = _mat(work, cur_h + n * b, n * p, b)  # in: cotangent of the output tangent; out: dT
         dw = _mat(dtheta, o, a, b)
         last = k == layers - 1
         y = _mat(work, off[k + 1, 0], n, b) if not last else pre  # phi(p) (the next layer's input)
@@ -318,8 +317,8 @@ def cnf_field_vjp(y, t, ctx, theta, dims, code, probes, w, gy, dy, dz, dtheta, d
             dtheta[o + a * b + 2 * b + j] += gs
             dtheta[o + a * b + 3 * b + j] += dps[j] * tt
             tsum += gs * ga[j] + dps[j] * sw[j]
-        dw += np.dot(h.T, hb)
         if k == 0:
+            dw += np.dot(h.T, hb)
             v0 = _mat(work, off[0, 1], n * p, d)
             dw0 = _mat(dtheta, o, d, b)  # the tangent rows meet only W's first D rows (z's)
             dw0 += np.dot(v0.T, vb)
@@ -330,10 +329,9 @@ def cnf_field_vjp(y, t, ctx, theta, dims, code, probes, w, gy, dy, dz, dtheta, d
                 for j in range(c):
                     dctx[i, j] = din[i, d + j]
         else:
-            v = _mat(work, off[k, 1], n * p, a)
-            dw += np.dot(v.T, vb)
-            np.dot(hb, wgt.T, _mat(work, nxt_h, n, a))
-            np.dot(vb, wgt.T, _mat(work, nxt_v, n * p, a))
+            # rows and tangent rows in one product each: [H; V]^T [dM; dT] and [dM; dT] W^T
+            both = _mat(work, cur_h, n * (1 + p), b)
+            dw += np.dot(_mat(work, off[k, 0], n * (1 + p), a).T, both)
+            np.dot(both, wgt.T, _mat(work, nxt_h, n * (1 + p), a))
             cur_h, nxt_h = nxt_h, cur_h
-            cur_v, nxt_v = nxt_v, cur_v
     dt[0] = tsum
