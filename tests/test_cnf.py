@@ -322,3 +322,15 @@ def test_workers_on_fixed_steps_equal_one_worker():
         loss = flow.loss_and_grad(x, workers=w)
         grads.append(np.concatenate([[loss], *[p.grad.ravel() for p in flow.parameters()]]))
     np.testing.assert_allclose(grads[1], grads[0], rtol=1e-12, atol=1e-15)
+
+
+def test_cli_trains_ffjord(tmp_path, capsys):
+    from nfcore.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--flow", "ffjord", "--data", "moons", "--n-train", "5000", "--epochs", "1", "--hidden", "8",
+                 "--out", str(out), "--no-plot"]) == 0
+    assert "test NLL" in capsys.readouterr().out
+    flow = nfcore.load(out / "model.npz")
+    cnf = next(m for m in flow.modules() if isinstance(m, CNF))
+    assert list(cnf.net.dims) == [2, 8, 8, 8, 2] and cnf.kinetic == cnf.jacobian == 1e-3
