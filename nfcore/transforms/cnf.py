@@ -123,7 +123,9 @@ class CNF(Transform):
 
     def extra_repr(self) -> str:
         steps = f"{self.steps} steps" if self.solver == "rk4" else f"rtol={self.rtol:g}, atol={self.atol:g}"
-        return f"[{self.dim}], T={self.time:g}, {self.solver} ({steps}), trace {self.trace}, {self.gradient}"
+        return (f"[{self.dim}], dynamics {self.net.extra_repr()}, T={self.time:g}, {self.solver} ({steps}), "
+                f"trace {self.trace}, {self.gradient}"
+                + "".join(f", {k} {v:g}" for k, v in (("kinetic", self.kinetic), ("jacobian", self.jacobian)) if v))
 
     def config(self) -> dict[str, Any]:
         return {"type": "CNF", "dim": self.dim, "hidden": [int(h) for h in self.net.dims[1:-1]],
