@@ -13,6 +13,7 @@ from numba import cuda
 
 from .. import launch as _launch
 from .._scalar import device_maths
+from ..array.cuda import to_host
 from ..registry import cuda_op
 from . import math as _maths
 from .cpu import _offsets, _param_offsets
@@ -24,7 +25,7 @@ _SCRATCH = {}
 
 def _layout(y, probes, dims):
     """(host dims, off, poff, roff, rev size, widest) for n rows and ``dims`` (a device array)."""
-    dims_h = np.ascontiguousarray(dims.copy_to_host(), dtype=np.int64)
+    dims_h = np.ascontiguousarray(to_host(dims), dtype=np.int64)
     n, p, d = y.shape[0], probes.shape[1], probes.shape[2]
     layers = dims_h.size - 1
     roff = np.empty((layers + 1, 4), np.int64)

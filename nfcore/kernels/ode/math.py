@@ -150,18 +150,20 @@ def field_vjp_row(i, t, theta, dims, code, probes, w, gy, dy, dz, dctx, work, of
     n = dy.shape[0]
     layers = dims.shape[0] - 1
     two = dy[i, 0] - dy[i, 0] + 2
-    # the row's cotangents of the current layer's output (h, then the p tangents): two buffers
-    hb = (roff[layers, 0] + i * widest, roff[layers, 0] + (n + i) * widest)
-    vb = (roff[layers, 1] + i * p * widest, roff[layers, 1] + (n + i) * p * widest)
-    cur = 0
+    # the row's cotangents of the current layer's output (h, then the p tangents) in one of two
+    # buffers, buffer ``cur`` at hb(cur) and vb(cur); plain arithmetic (an index into a tuple that a
+    # loop changes makes numba-cuda ask for a device to compile)
+    hb0, vb0 = roff[layers, 0] + i * widest, roff[layers, 1] + i * p * widest
+    hstep, vstep = n * widest, n * p * widest
+    cur = i - i
     k = layers - 1
     a, o = dims[k], poff[k]
     for j in range(d):
-        rev[hb[cur] + j] = gy[i, j] + two * gy[i, d + 1] * dy[i, j]
+        rev[hb0 + cur * hstep + j] = gy[i, j] + two * gy[i, d + 1] * dy[i, j]
         g, _ = gate_and_shift(t, theta[o + a * d + d + j], theta[o + a * d + 2 * d + j], theta[o + a * d + 3 * d + j])
         for q in range(p):
             jv = g * work[off[k, 3] + (i * p + q) * d + j]
-            rev[vb[cur] + q * widest + j] = w * (gy[i, d] * probes[i, q, j] + two * gy[i, d + 2] * jv)
+            rev[vb0 + cur * vstep + q * widest + j] = w * (gy[i, d] * probes[i, q, j] + two * gy[i, d + 2] * jv)
     for k in range(layers - 1, -1, -1):
         a, b, o = dims[k], dims[k + 1], poff[k]
         last = k == layers - 1
@@ -177,13 +179,13 @@ def field_vjp_row(i, t, theta, dims, code, probes, w, gy, dy, dz, dctx, work, of
             dg = g - g
             for q in range(p):
                 r = i * p + q
-                v = rev[vb[cur] + q * widest + j]
+                v = rev[vb0 + cur * vstep + q * widest + j]
                 tq = work[off[k, 3] + r * b + j]
                 acc += v * tq
                 dtq = v * s1
                 dg += dtq * tq
                 rev[roff[k, 3] + r * b + j] = dtq * g
-            dp = rev[hb[cur] + j] * s1
+            dp = rev[hb0 + cur * hstep + j] * s1
             if not last:
                 dp += s2 * g * acc
             dg += dp * work[off[k, 2] + i * b + j]
@@ -201,12 +203,12 @@ def field_vjp_row(i, t, theta, dims, code, probes, w, gy, dy, dz, dctx, work, of
                 else:
                     dctx[i, m - d] = s
             else:
-                rev[hb[nxt] + m] = s
+                rev[hb0 + nxt * hstep + m] = s
                 for q in range(p):
                     s = g - g
                     for j in range(b):
                         s += rev[roff[k, 3] + (i * p + q) * b + j] * theta[o + m * b + j]
-                    rev[vb[nxt] + q * widest + m] = s
+                    rev[vb0 + nxt * vstep + q * widest + m] = s
         cur = nxt
 
 
