@@ -3,8 +3,8 @@
 nfcore: ``nfcore train --flow ffjord --data D`` with every default (one continuous block, a
 concat-squash 2 -> 64 -> 64 -> 2 tanh dynamics, dopri5 at rtol = atol = 1e-5, exact trace,
 adjoint gradients, the RNODE weights of ``nfcore.cli.FFJORD_DEFAULTS``, the CLI's epochs of 20,000
-points at batch 256, Adam 2e-3 with cosine decay, the best validation epoch kept). zuko: its
-``CNF`` with the same 2 x 64 tanh MLP (on [x, time embedding]), the same tolerance, exact trace,
+points at batch 256, Adam with cosine decay, the best validation epoch kept). zuko: its
+``CNF`` with the same hidden widths (3 x 64) and tanh (on [x, time embedding]), the same tolerance, exact trace,
 the same standardised data, batch, learning rate and schedule, trained for the **wall time
 nfcore's run took** (its schedule planned for nfcore's number of steps), the best validation
 epoch kept. Both are scored on the same 20,000 fresh draws (nfcore's CLI line ``test NLL``), and
@@ -12,6 +12,7 @@ their function evaluations per training step measured at the end (forward and ba
 of one batch).
 
     python benchmarks/quality_cnf.py [--data moons 8gaussians checkerboard] [--seed 0] [--no-peer]
+    python benchmarks/quality_cnf.py --data moons --peer-only SECONDS STEPS   # zuko alone, given nfcore's run
 """
 
 import argparse
@@ -27,7 +28,9 @@ import nfcore
 from nfcore.cli import main as cli_main
 from nfcore.data import ENTROPY, load_data, sample_toy, standardization
 
-BATCH, LR, N_TRAIN = 256, 2e-3, 20_000
+BATCH, N_TRAIN = 256, 20_000
+#: what ``nfcore train --flow ffjord`` trains (its defaults), given to the peer too
+HIDDEN, LR = (64, 64, 64), 3e-3
 
 
 def run_nfcore(data, seed, extra):
@@ -48,6 +51,7 @@ def run_nfcore(data, seed, extra):
     flow.loss_and_grad(x, workers=1)
     cnfs = [m for m in flow.modules() if isinstance(m, nfcore.CNF)]
     nfe = sum(c.stats["forward_nfe"] + c.stats["backward_nfe"] for c in cnfs)
+    assert tuple(cnfs[0].net.dims[1:-1]) == HIDDEN, "the peer is given nfcore's default widths"
     return nll, trained, wall, steps, nfe
 
 
@@ -63,7 +67,7 @@ def run_zuko(data, seed, budget, planned_steps):
     perm = rng.permutation(len(z))
     n_val = len(z) // 10
     val, train = z[perm[:n_val]], z[perm[n_val:]]
-    flow = zuko.flows.CNF(2, hidden_features=(64, 64), activation=torch.nn.Tanh, atol=1e-5, rtol=1e-5, exact=True)
+    flow = zuko.flows.CNF(2, hidden_features=HIDDEN, activation=torch.nn.Tanh, atol=1e-5, rtol=1e-5, exact=True)
     opt = torch.optim.Adam(flow.parameters(), lr=LR)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, planned_steps)
     log_std = float(np.sum(np.log(std)))
@@ -118,13 +122,21 @@ def main(argv=None):
     ap.add_argument("--data", nargs="+", default=["moons", "8gaussians", "checkerboard"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-peer", action="store_true")
-    ap.add_argument("--nfcore-args", default="", help="extra options for nfcore train (default: none)")
+    ap.add_argument("--peer-only", nargs=2, type=float, metavar=("SECONDS", "STEPS"),
+                    help="run zuko alone with nfcore's training time and planned steps from an earlier run")
     args = ap.parse_args(argv)
     nfcore.set_num_threads(2)
     rows = []
     for data in args.data:
-        nll, trained, wall, steps, nfe = run_nfcore(data, args.seed, args.nfcore_args.split())
         floor = ENTROPY[data]
+        if args.peer_only:
+            import torch
+
+            torch.set_num_threads(2)
+            znll, sec, zsteps, znfe = run_zuko(data, args.seed, args.peer_only[0], int(args.peer_only[1]))
+            print(f"| {data} | zuko | {znll:.4f} | {znll - floor:+.3f} | {sec:.0f} s | {zsteps} | {znfe} |", flush=True)
+            continue
+        nll, trained, wall, steps, nfe = run_nfcore(data, args.seed, [])
         rows.append(f"| {data} | nfcore | {nll:.4f} | {nll - floor:+.3f} | {trained:.0f} s ({wall:.0f} s with "
                     f"evaluation) | {steps} | {nfe} |")
         print(rows[-1], flush=True)
