@@ -155,8 +155,8 @@ class CNF(Transform):
     # -- the solve ---------------------------------------------------------------------
     def _solve(self, x, context, need_grad, t0, t1):
         if is_device_array(x):
-            raise DeviceError("CNF runs on the CPU only for now (its kernels have no CUDA twin yet); keep the "
-                              "flow on the CPU")
+            raise DeviceError("CNF runs on the CPU only for now (its kernels have CUDA twins, but the ODE solver "
+                              "works on host arrays); keep the flow on the CPU")
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ShapeError(f"CNF expected an input of shape (N, {self.dim}), got {tuple(x.shape)}")
         n, d = x.shape
