@@ -4,16 +4,16 @@ LLVM cannot vectorise a loop that calls libm's ``expf`` (no vector math library 
 with two exponentials per element (the affine coupling maps: the soft clamp and the scale) ran
 scalar. ``exp32`` is Cephes' single-precision scheme written with plain arithmetic: n = round(x
 log2 e), r = x - n ln 2 (in two parts), a degree-7 polynomial for e^r, and 2^n built from its
-exponent bits; a loop of it vectorises (16 lanes). Measured against float64 ``exp`` on [-80,
-80]: at most 1 ulp (relative 5.9e-8).
+exponent bits; every step stays in float32 (``np.floor``: ``math.floor`` returns an integer and
+drags the polynomial into float64, half the lanes and a float64 division after it), so a loop of
+it vectorises over 8 float32 lanes. Measured against float64 ``exp`` on [-87, 88]: at most 1 ulp
+(relative 8.1e-8).
 
 It clamps its argument to [-87, 88] (the normal float32 range of the result), so it is meant
 for arguments that are bounded or whose saturation is harmless: the soft clamp's e^{2u} (any
 value past the clamp gives the same +-bound) and e^{+-ls} with |ls| < bound. NaN propagates.
 CPU only: the CUDA kernels call the device's ``exp``, whose results agree to float32 rounding.
 """
-
-import math
 
 import numpy as np
 from llvmlite import ir
@@ -55,7 +55,7 @@ def exp32(x):
     """e^x for a float32 x, clamped to [-87, 88] (see the module docstring)."""
     x = _HI if x > _HI else x  # NaN passes both tests
     x = _LO if x < _LO else x
-    fx = math.floor(x * _LOG2E + _HALF)
+    fx = np.floor(x * _LOG2E + _HALF)  # np.floor keeps float32 (math.floor gives an int: float64 arithmetic)
     r = x - fx * _LN2_HI - fx * _LN2_LO
     y = _P0 * r + _P1
     y = y * r + _P2
