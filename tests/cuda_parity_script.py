@@ -6,7 +6,8 @@
 
 numba's CUDA simulator must be switched on before numba is imported, hence a process of its
 own (``tests/test_cuda_parity.py`` runs it). Every CUDA op (``nfcore.kernels.registry``) runs on the
-same small random inputs as its CPU twin of the same name, in float32 and float64;
+inputs of its family's ``parity_cases`` (in the family's ``cuda.py``, ``nfcore.kernels.parity``)
+as does its CPU twin of the same name, in float32 and float64;
 write-only outputs start as NaN on both sides so that an element a kernel misses shows up.
 Sizes follow the launch settings (``--tpb``, ``--chunk``, ``--tile``) so that every kernel
 spans several blocks, row chunks and GEMM tiles, with ragged edges. Then whole flows: a
@@ -42,6 +43,7 @@ import numpy as np  # noqa: E402
 from numba.core.errors import NumbaPerformanceWarning  # noqa: E402
 
 from nfcore.kernels import cpu, registry  # noqa: E402
+from nfcore.kernels.parity import Sizes, op_cases  # noqa: E402
 
 __all__ = ["CHECKS", "FLOW_CHECKS", "PTX_CHECKS", "main"]
 
@@ -88,8 +90,9 @@ NOISE = {"glow": 0.05, "glow_plain32": 0.05, "realnvp_image": 0.05, "iresnet": 0
          "iresnet_image": 0.05}
 FLOW_PARTS = ["log_prob", "loss_and_grad", "sample", "adam", "reverse_kl"]
 FLOW_CHECKS = [f"flow_{label}.{part}" for label in FLOWS for part in FLOW_PARTS]
-#: the ops without a case in ``op_cases``: allocation, transfer and views (checked by ``misc_checks``)
-#: and the fast sequential MADE kernel (its own check, on MADE layers built for it)
+#: the ops without a parity case (``parity_cases`` in each family's ``cuda.py``): allocation,
+#: transfer and views (checked by ``misc_checks``) and the fast sequential MADE kernel (its own
+#: check, on MADE layers built for it)
 HOST_OPS = ("name", "empty", "zeros", "asarray", "to_host", "copy", "reshape")
 SEPARATE_OPS = ("ar_sequential",)
 #: every check the script reports on: one per public op name, the name list itself, the fast
@@ -99,202 +102,6 @@ CHECKS = ["name", *TWIN_OPS, "public_names", *FLOW_CHECKS]
 
 DTYPES = (np.float32, np.float64)
 TOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-11}
-
-
-# -- inputs ----------------------------------------------------------------------------------
-
-
-class Sizes:
-    """Problem sizes derived from the launch settings: several blocks, chunks and tiles each."""
-
-    def __init__(self, tpb, chunk, tile):
-        self.n = 2 * tpb + 1  # rows of one-thread-per-row kernels: three blocks, the last one ragged
-        self.d = 5
-        self.cols = tpb + 1  # columns of column reductions: two blocks
-        self.rows = max(2 * chunk + 1, chunk * chunk + 2)  # chunk sums that are reduced in chunks again
-        self.flat = 3 * tpb + 1
-        self.gemm = (tile + 3, 2 * tile + 1, tile + 2)  # (N, K, M): ragged in every direction
-
-
-def _nan(shape, dt):
-    return np.full(shape, np.nan, dtype=dt)
-
-
-def _act_output(rng, shape, dt, code, alpha):
-    """A valid activation output y = phi(h) (what bias_act_bwd is given in a layer)."""
-    y = rng.normal(size=shape).astype(dt)
-    cpu.bias_act(y, np.zeros(shape[1], dt), code, alpha)
-    return y
-
-
-ACTS = [(0, 0.0), (1, 0.0), (2, 0.1), (3, 0.0), (4, 1.0), (5, 0.0)]
-
-
-def op_cases(rng, dt, s):
-    """{op name: [(label, args, indices of args that are outputs)]}; scalars pass unchanged."""
-
-    def r(*shape, scale=1.0):
-        return (scale * rng.normal(size=shape)).astype(dt)
-
-    n, d = s.n, s.d
-    gn, gk, gm = s.gemm
-    idx_b = np.array([3, 0], dtype=np.int64)  # unsorted on purpose
-    nb = idx_b.size
-    perm = np.array([4, 1, 3], dtype=np.int64)
-    flat = s.flat
-    # a staircase mask (K, M) and its block plans: column j uses rows below stair[j], row i
-    # is used by the columns from first[i] on
-    stair = np.minimum(gk, 1 + np.arange(gm) * gk // gm)
-    mask = (np.arange(gk)[:, None] < stair[None, :]).astype(dt)
-    wm = r(gk, gm) * mask
-    half = gm // 2
-    col_blocks = ((0, half, 0, int(stair[half - 1])), (half, gm, 0, gk))
-    first = np.array([np.argmax(mask[i] > 0) if mask[i].any() else gm for i in range(gk)])
-    cut = gk // 2
-    row_blocks = ((0, cut, int(first[:cut].min()), gm), (cut, gk, int(first[cut:].min()), gm))
-    cases = {
-        "matmul": [("", [r(gn, gk), r(gk, gm), _nan((gn, gm), dt)], [2])],
-        "linear_act": [
-            (f"k={k},code={c}", [r(gn, k), r(k, gm), r(gm), c, a, _nan((gn, gm), dt)], [5])
-            for k in (1, 3, gk)
-            for c, a in ACTS[:4]
-        ],
-        "matmul_nt": [("", [r(gn, gm), r(gk, gm), _nan((gn, gk), dt)], [2])],
-        "matmul_tn_acc": [("", [r(gn, gk), r(gn, gm), r(gk, gm)], [2])],
-        # the CPU runs a block plan (rows >= 16 engage it); the GPU runs dense on the masked weight
-        "masked_linear_act": [("", [r(20, gk), wm, r(gm), col_blocks, 1, 0.0, _nan((20, gm), dt)], [6])],
-        "masked_matmul_nt": [("", [r(20, gm), wm, row_blocks, _nan((20, gk), dt)], [3])],
-        "masked_matmul_tn_acc": [("", [r(20, gk), r(20, gm), mask, col_blocks, r(gk, gm)], [4])],
-        "bias_act": [(f"code={c}", [r(n, d, scale=2.0), r(d), c, a], [0]) for c, a in ACTS],
-        "bias_act_bwd": [
-            (f"code={c}", [r(n, d), _act_output(rng, (n, d), dt, c, a), c, a, _nan((n, d), dt), r(d)], [4, 5])
-            for c, a in ACTS
-        ],
-        "colsum_acc": [(f"rows={rows}", [r(rows, s.cols), r(s.cols)], [1]) for rows in (s.rows, 2)],
-        "add_inplace": [("", [r(n, d), r(n, d)], [0])],
-        "gather_cols": [("offset=2", [r(n, d), perm, r(n, perm.size + 3), 2], [2])],
-        "scatter_add_cols": [("", [r(n, perm.size + 1), perm, r(n, d)], [2])],
-        "affine_map": [
-            (f"expand={e}", [r(n, d), r(n, 2 * nb, scale=3.0), idx_b, 2.0, e, _nan((n, d), dt), _nan(n, dt),
-                             _nan((n, nb), dt)], [5, 6, 7])
-            for e in (True, False)
-        ],
-        "affine_map_vjp": [
-            (f"expand={e}", [r(n, d), r(n), r(n, d), r(n, nb, scale=1.5), idx_b, 2.0, e, _nan((n, d), dt),
-                             _nan((n, 2 * nb), dt)], [7, 8])
-            for e in (True, False)
-        ],
-        "additive_coupling": [
-            (f"sign={sg}", [r(n, d), r(n, nb), idx_b, sg, _nan((n, d), dt)], [4]) for sg in (1.0, -1.0)
-        ],
-        "additive_coupling_bwd": [
-            (f"sign={sg}", [r(n, d), idx_b, sg, _nan((n, d), dt), _nan((n, nb), dt)], [3, 4]) for sg in (1.0, -1.0)
-        ],
-        "diag_affine": [(f"sign={sg}", [r(n, d), r(d), r(d), sg, _nan((n, d), dt)], [4]) for sg in (1, -1)],
-        "diag_affine_bwd": [
-            (
-                f"sign={sg},rps={rps}",
-                [r(rows, d), r(rows // rps), r(rows, d), r(d), r(d), sg, rps, _nan((rows, d), dt), r(d), r(d)],
-                [7, 8, 9],
-            )
-            for sg in (1, -1)
-            for rows, rps in ((s.rows - s.rows % 3, 3), (2, 1))
-        ],
-        "normal_logprob": [("", [r(n, d), _nan(n, dt)], [1])],
-        "normal_logprob_bwd": [("", [r(n, d), r(n), _nan((n, d), dt)], [2])],
-        "diag_normal_logprob": [("", [r(n, d), r(d), r(d, scale=0.5), _nan(n, dt)], [3])],
-        "diag_normal_logprob_bwd": [
-            (f"rows={rows}", [r(rows, d), r(d), r(d, scale=0.5), r(rows), _nan((rows, d), dt), r(d), r(d)], [4, 5, 6])
-            for rows in (s.rows, 2)
-        ],
-        "mask_mul": [("", [r(n, d), (rng.uniform(size=(n, d)) < 0.5).astype(dt), _nan((n, d), dt)], [2])],
-        "mask_mul_acc": [("", [r(n, d), (rng.uniform(size=(n, d)) < 0.5).astype(dt), r(n, d)], [2])],
-        "col_mean_var": [(f"rows={rows}", [r(rows, d), _nan(d, dt), _nan(d, dt)], [1, 2]) for rows in (s.rows, 2)],
-        "batchnorm_coeffs": [("", [r(d), np.abs(r(d)) + 0.1, r(d), r(d), 1e-5, _nan(d, dt), _nan(d, dt)], [5, 6])],
-        "batchnorm_bwd": [
-            (f"batch={bs},sign={sg}",
-             [r(n, d), r(n), r(n, d), r(d), np.abs(r(d)) + 0.1, r(d), 1e-5, bs, sg, _nan((n, d), dt), r(d), r(d)],
-             [9, 10, 11])
-            for bs, sg in ((1, 1), (0, 1), (0, -1))
-        ],
-        "mog_logprob": [(f"k={k}", [r(n, d), r(n, 3 * k * d), k, 2.0, _nan(n, dt)], [4]) for k in (1, 3)],
-        "mog_logprob_bwd": [
-            (f"k={k}", [r(n), r(n, d), r(n, 3 * k * d), k, 2.0, _nan((n, d), dt), _nan((n, 3 * k * d), dt)], [5, 6])
-            for k in (1, 3)
-        ],
-        "mog_sample": [
-            (f"k={k}", [r(n, 3 * k * d), k, 2.0, rng.uniform(size=(n, d)).astype(dt), r(n, d), _nan((n, d), dt)], [5])
-            for k in (1, 3)
-        ],
-        "logsumexp_cols": [(f"k={k}", [r(k, n, scale=3.0), _nan(n, dt), _nan((k, n), dt)], [1, 2]) for k in (1, 4)],
-        "fill_sum": [(f"scale={sc}", [_nan(n, dt), r(d), sc], [0]) for sc in (1.0, -3.0)],
-        "sumsq": [("", [r(flat)], [])],
-        "max_abs": [("2-D", [r(n, d)], []), ("long", [r(40 * flat)], [])],
-        "total": [("2-D", [r(n, d)], []), ("long", [r(40 * flat)], [])],
-        "scale_inplace": [("", [r(flat), 0.37], [0])],
-        "adam_update": [("", [r(flat), r(flat), r(flat), np.abs(r(flat)), 0.01, 0.9, 0.999, 1e-8, 0.01, 3], [0, 2, 3])],
-        "fill": [("", [r(n, d), 0.25], [0])],
-        **_image_cases(rng, dt, r, s),
-        **_ode_cases(rng, dt, r, s),
-        "iadd": [("", [r(n, d), r(n, d)], [0])],
-        "add_scalar": [("", [r(flat), -0.75], [0])],
-        "axpy": [("", [-0.3, r(n, d), r(n, d)], [2])],
-    }
-    return cases
-
-
-def _image_cases(rng, dt, r, s):
-    """Cases of the image ops: shapes with several blocks of threads, ragged edges, both kernel sizes."""
-    n, d = s.n, s.d
-
-    def u(*shape):
-        return rng.uniform(0.01, 0.99, size=shape).astype(dt)
-
-    c = 5
-    perm = np.array([2, 0, 4, 1, 3], dtype=np.int64)
-    sign = np.array([1, -1, -1, 1, 1], dtype=dt)
-    lu = [r(c, c), r(c, c), r(c, scale=0.5), sign, perm]
-    return {
-        "squeeze2x2": [("", [r(2, 4, 6, 3), _nan((2, 2, 3, 12), dt)], [1])],
-        "unsqueeze2x2": [("", [r(2, 2, 3, 12), _nan((2, 4, 6, 3), dt)], [1])],
-        "im2col": [(f"k={k}", [r(2, 3, 4, 2), k, _nan((24, k * k * 2), dt)], [2]) for k in (1, 3)],
-        "col2im_acc": [(f"k={k}", [r(24, k * k * 2), k, r(2, 3, 4, 2)], [2]) for k in (1, 3)],
-        "logit_map": [("sign=1", [u(n, d), dt(0.05), 1, _nan((n, d), dt), _nan(n, dt)], [3, 4]),
-                      ("sign=-1", [r(n, d, scale=2.0), dt(0.05), -1, _nan((n, d), dt), _nan(n, dt)], [3, 4])],
-        "logit_map_bwd": [(f"sign={sg}", [r(n, d), r(n), u(n, d), dt(0.05), sg, _nan((n, d), dt)], [5])
-                          for sg in (1, -1)],
-        "lu_compose": [("", [*lu, _nan((c, c), dt)], [5])],
-        "act2": [(f"code={code}", [r(n, d, scale=2.0), code, r(d, scale=1.5), _nan((n, d), dt), _nan((n, d), dt),
-                                   _nan((n, d), dt)], [3, 4, 5]) for code in (4, 6)],
-        "lipswish_dbeta": [("", [r(n, d, scale=2.0), r(d, scale=1.5), _nan((n, d), dt), _nan((n, d), dt)], [2, 3])],
-        "scale_rows": [("", [r(n, d), r(n), _nan((n, d), dt)], [2])],
-        "rowdot_acc": [("", [r(n, d), r(n, d), -0.7, r(n)], [3])],
-        "lu_compose_bwd": [(f"rps={rps}", [r(c, c), *lu, r(n), rps, r(c, c), r(c, c), r(c)], [8, 9, 10])
-                           for rps in (3, -2)],
-    }
-
-
-def _ode_cases(rng, dt, r, s):
-    """The continuous-flow ops: a row per thread over several blocks, a context, two probes per row,
-    every smooth activation, three layers (the first and the last special in the VJP)."""
-    from nfcore.kernels.ode.math import field_work_size, layer_sizes
-
-    n, d, c, p = s.n, 3, 2, 2
-    dims = np.array([d + c, 5, 4, d], dtype=np.int64)
-    theta = r(sum(layer_sizes(list(dims))), scale=0.5)
-
-    def common():
-        return [r(n, d + 3), 0.3, r(n, c), theta.copy(), dims]
-
-    work = field_work_size(n, p, list(dims), d)
-    return {
-        "cnf_field": [(f"code={code}", [*common(), code, r(n, p, d), 0.5, _nan((n, d + 3), dt), np.zeros(work, dt)],
-                       [8]) for code in (3, 5, 7)],
-        "cnf_field_vjp": [
-            (f"code={code}", [*common(), code, r(n, p, d), 0.5, r(n, d + 3), _nan((n, d + 3), dt), _nan((n, d), dt),
-                              _nan(theta.shape, dt), _nan((n, c), dt), _nan(1, dt), np.zeros(work, dt)],
-             [9, 10, 11, 12, 13]) for code in (3, 5, 7)],
-    }
 
 
 def kernel_ops():

@@ -2,7 +2,7 @@
 
 Ops are recorded where they are defined (``registry.cpu_op`` / ``registry.cuda_op``); nothing
 lists them by hand, so these tests are what notices an op added on one side only, or added
-without a case in ``tests/cuda_parity_script.py``.
+without a parity case (``parity_cases`` in its family's ``cuda.py``).
 """
 
 import importlib.util
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nfcore.kernels import cpu, registry
+from nfcore.kernels import cpu, parity, registry
 
 SCRIPT = Path(__file__).resolve().parent / "cuda_parity_script.py"
 
@@ -36,11 +36,11 @@ def test_every_op_has_a_cuda_twin():
 
 def test_every_op_has_a_parity_case():
     script = _parity_script()
-    cases = script.op_cases(np.random.default_rng(0), np.float64, script.Sizes(4, 3, 4))
+    cases = parity.op_cases(np.random.default_rng(0), np.float64, parity.Sizes(4, 3, 4))
     covered = set(cases) | set(script.HOST_OPS) | set(script.SEPARATE_OPS)
     twins = set(cpu.__all__) - set(registry.cpu_only())
     missing = sorted(twins - covered)
-    assert not missing, f"ops with no parity case in {SCRIPT.name}: {missing}"
+    assert not missing, f"ops with no parity case (parity_cases in their family's cuda.py): {missing}"
     assert not set(cases) - twins, "a parity case names no op with a CUDA twin"
     assert set(script.CHECKS) >= twins
 

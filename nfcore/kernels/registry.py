@@ -2,13 +2,14 @@
 
 A family package ``nfcore.kernels.<family>`` holds its element maths in ``math.py``, its CPU
 ops in ``cpu.py`` (marked ``@cpu_op``, or ``@cpu_kernel`` for a compiled loop) and their CUDA
-twins in ``cuda.py`` (marked ``@cuda_op``). ``build(backend)`` imports that module
-of every family (``cuda.py`` only when the CUDA backend is built) and returns a ``Backend``: an
-object whose attributes are the ops, the one that layers get from ``backend_of(array)``. No
-list of op names is kept by hand; ``tests/test_registry.py`` fails when an op has no twin on
-the other backend or no parity case in ``tests/cuda_parity_script.py``, unless it is recorded
-as CPU-only (``cpu_only_kernel``: the fused layer kernels, which have the op-by-op path as
-their reference instead).
+twins in ``cuda.py`` (marked ``@cuda_op``), which ends with the inputs its ops' parity checks
+run on (``parity_cases``, see ``nfcore.kernels.parity``): an op lives in those three files.
+``build(backend)`` imports that module of every family (``cuda.py`` only when the CUDA backend
+is built) and returns a ``Backend``: an object whose attributes are the ops, the one that
+layers get from ``backend_of(array)``. No list of op names is kept by hand;
+``tests/test_registry.py`` fails when an op has no twin on the other backend or no parity
+case, unless it is recorded as CPU-only (``cpu_only_kernel``: the fused layer kernels, which
+have the op-by-op path as their reference instead).
 """
 
 import importlib

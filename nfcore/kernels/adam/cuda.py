@@ -34,3 +34,10 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
     _adam_kernel[_launch.grid(p.shape[0])](
         p, g, m, v, t(lr), t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(eps), t(weight_decay), t(bc1), t(bc2)
     )
+
+
+def parity_cases(c):
+    """Adam's parity inputs (``nfcore.kernels.parity``): weight decay, the third step."""
+    r, flat = c.r, c.s.flat
+    return {"adam_update": [("", [r(flat), r(flat), r(flat), np.abs(r(flat)), 0.01, 0.9, 0.999, 1e-8, 0.01, 3],
+                             [0, 2, 3])]}

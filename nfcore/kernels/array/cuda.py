@@ -132,3 +132,15 @@ def axpy(alpha, x, y):
         raise ShapeError(f"axpy expects equal shapes, got {tuple(x.shape)} and {tuple(y.shape)}")
     fy = _launch.flat(y)
     _axpy_kernel[_launch.grid(fy.shape[0])](_scalar(y, alpha), _launch.flat(x), fy)
+
+
+def parity_cases(c):
+    """The element-wise array ops' parity inputs (``nfcore.kernels.parity``); allocation, transfer
+    and views are checked by the parity script's runs of them instead."""
+    r, n, d, flat = c.r, c.n, c.d, c.s.flat
+    return {
+        "fill": [("", [r(n, d), 0.25], [0])],
+        "iadd": [("", [r(n, d), r(n, d)], [0])],
+        "add_scalar": [("", [r(flat), -0.75], [0])],
+        "axpy": [("", [-0.3, r(n, d), r(n, d)], [2])],
+    }

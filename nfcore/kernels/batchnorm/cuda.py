@@ -56,3 +56,19 @@ def batchnorm_bwd(dout, dlogdet, y, mean, var, log_gamma, eps, batch_stats, sign
     """VJP of the batch-norm map (see ``_maths.batchnorm_column_bwd``); accumulates dlog_gamma, dbeta."""
     _bwd_kernel[_launch.grid(dout.shape[1])](dout, dlogdet, y, mean, var, log_gamma, np.dtype(dout.dtype).type(eps),
                                            int(batch_stats), int(sign), din, dlog_gamma, dbeta)
+
+
+def parity_cases(c):
+    """The batch-norm ops' parity inputs (``nfcore.kernels.parity``): moments over several chunks
+    and over two rows; the backward with batch statistics (both directions) and running ones."""
+    r, nan, s = c.r, c.nan, c.s
+    n, d = c.n, c.d
+    return {
+        "col_mean_var": [(f"rows={rows}", [r(rows, d), nan(d), nan(d)], [1, 2]) for rows in (s.rows, 2)],
+        "batchnorm_coeffs": [("", [r(d), np.abs(r(d)) + 0.1, r(d), r(d), 1e-5, nan(d), nan(d)], [5, 6])],
+        "batchnorm_bwd": [
+            (f"batch={bs},sign={sg}",
+             [r(n, d), r(n), r(n, d), r(d), np.abs(r(d)) + 0.1, r(d), 1e-5, bs, sg, nan(n, d), r(d), r(d)],
+             [9, 10, 11])
+            for bs, sg in ((1, 1), (0, 1), (0, -1))],
+    }

@@ -10,6 +10,7 @@ sum need no synchronisation. The row bodies are the CPU loops' (``coupling.math`
 """
 
 
+import numpy as np
 from numba import cuda
 
 from .. import launch as _launch
@@ -72,3 +73,21 @@ def additive_coupling(x, h, idx_b, sign, out):
 def additive_coupling_bwd(dout, idx_b, sign, din, dh):
     """VJP of additive_coupling: din = dout; dt = sign * dout_b."""
     _additive_bwd_kernel[_launch.grid(dout.shape[0])](dout, idx_b, sign, din, dh)
+
+
+def parity_cases(c):
+    """The coupling ops' parity inputs (``nfcore.kernels.parity``): an unsorted index set, both
+    directions, log-scales past the soft clamp."""
+    r, nan = c.r, c.nan
+    n, d = c.n, c.d
+    idx_b = np.array([3, 0], dtype=np.int64)  # unsorted on purpose
+    nb = idx_b.size
+    return {
+        "affine_map": [(f"expand={e}", [r(n, d), r(n, 2 * nb, scale=3.0), idx_b, 2.0, e, nan(n, d), nan(n),
+                                        nan(n, nb)], [5, 6, 7]) for e in (True, False)],
+        "affine_map_vjp": [(f"expand={e}", [r(n, d), r(n), r(n, d), r(n, nb, scale=1.5), idx_b, 2.0, e, nan(n, d),
+                                            nan(n, 2 * nb)], [7, 8]) for e in (True, False)],
+        "additive_coupling": [(f"sign={sg}", [r(n, d), r(n, nb), idx_b, sg, nan(n, d)], [4]) for sg in (1.0, -1.0)],
+        "additive_coupling_bwd": [(f"sign={sg}", [r(n, d), idx_b, sg, nan(n, d), nan(n, nb)], [3, 4])
+                                  for sg in (1.0, -1.0)],
+    }

@@ -281,3 +281,50 @@ def gather_cols(x, idx, out, offset):
 def scatter_add_cols(src, idx, out):
     """out[n, idx[j]] += src[n, j] for j < len(idx) (idx distinct; extra src columns ignored)."""
     _scatter_add_cols_kernel[_launch.grid(out.shape[0] * idx.shape[0])](src, idx, out)
+
+
+def parity_cases(c):
+    """The dense ops' parity inputs (``nfcore.kernels.parity``): ragged GEMM tiles, every
+    activation, a staircase mask (MADE's) with its block plans."""
+    from ..parity import ACTS
+    from .cpu import bias_act as cpu_bias_act
+
+    r, nan, dt = c.r, c.nan, c.dt
+    n, d = c.n, c.d
+    gn, gk, gm = c.s.gemm
+    perm = np.array([4, 1, 3], dtype=np.int64)
+    # a staircase mask (K, M) and its block plans: column j uses rows below stair[j], row i
+    # is used by the columns from first[i] on
+    stair = np.minimum(gk, 1 + np.arange(gm) * gk // gm)
+    mask = (np.arange(gk)[:, None] < stair[None, :]).astype(dt)
+    wm = r(gk, gm) * mask
+    half = gm // 2
+    col_blocks = ((0, half, 0, int(stair[half - 1])), (half, gm, 0, gk))
+    first = np.array([np.argmax(mask[i] > 0) if mask[i].any() else gm for i in range(gk)])
+    cut = gk // 2
+    row_blocks = ((0, cut, int(first[:cut].min()), gm), (cut, gk, int(first[cut:].min()), gm))
+
+    def act_output(code, alpha):
+        """A valid activation output y = phi(h) (what bias_act_bwd is given in a layer)."""
+        y = r(n, d)
+        cpu_bias_act(y, np.zeros(d, dt), code, alpha)
+        return y
+
+    return {
+        "matmul": [("", [r(gn, gk), r(gk, gm), nan(gn, gm)], [2])],
+        "linear_act": [(f"k={k},code={code}", [r(gn, k), r(k, gm), r(gm), code, a, nan(gn, gm)], [5])
+                       for k in (1, 3, gk) for code, a in ACTS[:4]],
+        "matmul_nt": [("", [r(gn, gm), r(gk, gm), nan(gn, gk)], [2])],
+        "matmul_tn_acc": [("", [r(gn, gk), r(gn, gm), r(gk, gm)], [2])],
+        # the CPU runs a block plan (rows >= 16 engage it); the GPU runs dense on the masked weight
+        "masked_linear_act": [("", [r(20, gk), wm, r(gm), col_blocks, 1, 0.0, nan(20, gm)], [6])],
+        "masked_matmul_nt": [("", [r(20, gm), wm, row_blocks, nan(20, gk)], [3])],
+        "masked_matmul_tn_acc": [("", [r(20, gk), r(20, gm), mask, col_blocks, r(gk, gm)], [4])],
+        "bias_act": [(f"code={code}", [r(n, d, scale=2.0), r(d), code, a], [0]) for code, a in ACTS],
+        "bias_act_bwd": [(f"code={code}", [r(n, d), act_output(code, a), code, a, nan(n, d), r(d)], [4, 5])
+                         for code, a in ACTS],
+        "colsum_acc": [(f"rows={rows}", [r(rows, c.s.cols), r(c.s.cols)], [1]) for rows in (c.s.rows, 2)],
+        "add_inplace": [("", [r(n, d), r(n, d)], [0])],
+        "gather_cols": [("offset=2", [r(n, d), perm, r(n, perm.size + 3), 2], [2])],
+        "scatter_add_cols": [("", [r(n, perm.size + 1), perm, r(n, d)], [2])],
+    }

@@ -271,3 +271,34 @@ def _scale_kernel(a, c):
 def scale_inplace(a, c):
     """a *= c for a 1-D array."""
     _scale_kernel[_launch.grid(a.shape[0])](a, c)
+
+
+def parity_cases(c):
+    """The element-wise ops' parity inputs (``nfcore.kernels.parity``): both signs, column sums
+    over several chunks and over two rows, long reductions."""
+    r, nan, s = c.r, c.nan, c.s
+    n, d, flat = c.n, c.d, s.flat
+
+    def mask():
+        return (c.u(n, d) < 0.5).astype(c.dt)
+
+    return {
+        "diag_affine": [(f"sign={sg}", [r(n, d), r(d), r(d), sg, nan(n, d)], [4]) for sg in (1, -1)],
+        "diag_affine_bwd": [
+            (f"sign={sg},rps={rps}", [r(rows, d), r(rows // rps), r(rows, d), r(d), r(d), sg, rps, nan(rows, d), r(d),
+                                      r(d)], [7, 8, 9])
+            for sg in (1, -1) for rows, rps in ((s.rows - s.rows % 3, 3), (2, 1))],
+        "normal_logprob": [("", [r(n, d), nan(n)], [1])],
+        "normal_logprob_bwd": [("", [r(n, d), r(n), nan(n, d)], [2])],
+        "diag_normal_logprob": [("", [r(n, d), r(d), r(d, scale=0.5), nan(n)], [3])],
+        "diag_normal_logprob_bwd": [
+            (f"rows={rows}", [r(rows, d), r(d), r(d, scale=0.5), r(rows), nan(rows, d), r(d), r(d)], [4, 5, 6])
+            for rows in (s.rows, 2)],
+        "mask_mul": [("", [r(n, d), mask(), nan(n, d)], [2])],
+        "mask_mul_acc": [("", [r(n, d), mask(), r(n, d)], [2])],
+        "fill_sum": [(f"scale={sc}", [nan(n), r(d), sc], [0]) for sc in (1.0, -3.0)],
+        "sumsq": [("", [r(flat)], [])],
+        "max_abs": [("2-D", [r(n, d)], []), ("long", [r(40 * flat)], [])],
+        "total": [("2-D", [r(n, d)], []), ("long", [r(40 * flat)], [])],
+        "scale_inplace": [("", [r(flat), 0.37], [0])],
+    }

@@ -6,6 +6,7 @@ thread's sum), one thread per weight entry for the LU composition and its VJP.
 """
 
 
+import numpy as np
 from numba import cuda
 
 from .. import launch as _launch
@@ -151,3 +152,27 @@ def lu_compose_bwd(dw, lower, upper, logs, sign, perm, dlogdet, rows_per_sample,
     _invert_perm_kernel[_launch.grid(perm.shape[0])](perm, inv)
     _lu_compose_bwd_kernel[_launch.grid(dw.size)](dw, lower, upper, logs, sign, inv, dlogdet, rows_per_sample,
                                                 dlower, dupper, dlogs)
+
+
+def parity_cases(c):
+    """The image ops' parity inputs (``nfcore.kernels.parity``): several blocks of threads, ragged
+    edges, both kernel sizes, logits both ways, a permuted LU with signs."""
+    r, nan, dt = c.r, c.nan, c.dt
+    n, d = c.n, c.d
+    k = 5
+    perm = np.array([2, 0, 4, 1, 3], dtype=np.int64)
+    sign = np.array([1, -1, -1, 1, 1], dtype=dt)
+    lu = [r(k, k), r(k, k), r(k, scale=0.5), sign, perm]
+    return {
+        "squeeze2x2": [("", [r(2, 4, 6, 3), nan(2, 2, 3, 12)], [1])],
+        "unsqueeze2x2": [("", [r(2, 2, 3, 12), nan(2, 4, 6, 3)], [1])],
+        "im2col": [(f"k={ks}", [r(2, 3, 4, 2), ks, nan(24, ks * ks * 2)], [2]) for ks in (1, 3)],
+        "col2im_acc": [(f"k={ks}", [r(24, ks * ks * 2), ks, r(2, 3, 4, 2)], [2]) for ks in (1, 3)],
+        "logit_map": [("sign=1", [c.u(n, d, low=0.01, high=0.99), dt(0.05), 1, nan(n, d), nan(n)], [3, 4]),
+                      ("sign=-1", [r(n, d, scale=2.0), dt(0.05), -1, nan(n, d), nan(n)], [3, 4])],
+        "logit_map_bwd": [(f"sign={sg}", [r(n, d), r(n), c.u(n, d, low=0.01, high=0.99), dt(0.05), sg, nan(n, d)], [5])
+                          for sg in (1, -1)],
+        "lu_compose": [("", [*lu, nan(k, k)], [5])],
+        "lu_compose_bwd": [(f"rps={rps}", [r(k, k), *lu, r(n), rps, r(k, k), r(k, k), r(k)], [8, 9, 10])
+                           for rps in (3, -2)],
+    }

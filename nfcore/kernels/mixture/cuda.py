@@ -76,3 +76,16 @@ def mog_sample(h, ncomp, bound, unif, eps, out):
 def logsumexp_cols(a, out, resp):
     """out[n] = log sum_k exp a[k, n] for a (K, N); resp[k, n] = exp(a[k, n] - out[n])."""
     _logsumexp_kernel[_launch.grid(a.shape[1])](a, out, resp)
+
+
+def parity_cases(c):
+    """The mixture ops' parity inputs (``nfcore.kernels.parity``): one and three components."""
+    r, nan = c.r, c.nan
+    n, d = c.n, c.d
+    return {
+        "mog_logprob": [(f"k={k}", [r(n, d), r(n, 3 * k * d), k, 2.0, nan(n)], [4]) for k in (1, 3)],
+        "mog_logprob_bwd": [(f"k={k}", [r(n), r(n, d), r(n, 3 * k * d), k, 2.0, nan(n, d), nan(n, 3 * k * d)], [5, 6])
+                            for k in (1, 3)],
+        "mog_sample": [(f"k={k}", [r(n, 3 * k * d), k, 2.0, c.u(n, d), r(n, d), nan(n, d)], [5]) for k in (1, 3)],
+        "logsumexp_cols": [(f"k={k}", [r(k, n, scale=3.0), nan(n), nan(k, n)], [1, 2]) for k in (1, 4)],
+    }

@@ -98,3 +98,28 @@ def cnf_field_vjp(y, t, ctx, theta, dims, code, probes, w, gy, dy, dz, dtheta, d
     _field_vjp_param_kernel[_launch.grid(theta.shape[0])](t, theta, dims, probes.shape[1], probes.shape[2], n, work,
                                                           off, poff, rev, roff, dtheta)
     _field_vjp_time_kernel[1, 1](t, theta, dims, n, poff, rev, roff, dt)
+
+
+def parity_cases(c):
+    """The continuous-flow ops' parity inputs (``nfcore.kernels.parity``): a row per thread over
+    several blocks, a context, two probes per row, every smooth activation, three layers (the
+    first and the last special in the VJP)."""
+    from .math import field_work_size, layer_sizes
+
+    r, nan, dt = c.r, c.nan, c.dt
+    n, d, ctx, p = c.n, 3, 2, 2
+    dims = np.array([d + ctx, 5, 4, d], dtype=np.int64)
+    theta = r(sum(layer_sizes(list(dims))), scale=0.5)
+
+    def common():
+        return [r(n, d + 3), 0.3, r(n, ctx), theta.copy(), dims]
+
+    work = field_work_size(n, p, list(dims), d)
+    return {
+        "cnf_field": [(f"code={code}", [*common(), code, r(n, p, d), 0.5, nan(n, d + 3), np.zeros(work, dt)], [8])
+                      for code in (3, 5, 7)],
+        "cnf_field_vjp": [
+            (f"code={code}", [*common(), code, r(n, p, d), 0.5, r(n, d + 3), nan(n, d + 3), nan(n, d),
+                              nan(*theta.shape), nan(n, ctx), nan(1), np.zeros(work, dt)],
+             [9, 10, 11, 12, 13]) for code in (3, 5, 7)],
+    }

@@ -68,3 +68,16 @@ def _rowdot_kernel(a, b, c, out):
 def rowdot_acc(a, b, c, out):
     """out[n] += c * sum_j a[n, j] b[n, j]."""
     _rowdot_kernel[_launch.grid(a.shape[0])](a, b, c, out)
+
+
+def parity_cases(c):
+    """The residual ops' parity inputs (``nfcore.kernels.parity``): both smooth activations."""
+    r, nan = c.r, c.nan
+    n, d = c.n, c.d
+    return {
+        "act2": [(f"code={code}", [r(n, d, scale=2.0), code, r(d, scale=1.5), nan(n, d), nan(n, d), nan(n, d)],
+                  [3, 4, 5]) for code in (4, 6)],
+        "lipswish_dbeta": [("", [r(n, d, scale=2.0), r(d, scale=1.5), nan(n, d), nan(n, d)], [2, 3])],
+        "scale_rows": [("", [r(n, d), r(n), nan(n, d)], [2])],
+        "rowdot_acc": [("", [r(n, d), r(n, d), -0.7, r(n)], [3])],
+    }
