@@ -21,7 +21,7 @@ from numba.extending import overload
 from .._scalar import ACT_TANH
 from ..coupling.fast32 import exp32
 from ..registry import cpu_kernel
-from .math import gate_and_shift, smooth_act, smooth_slopes
+from .math import gate_and_shift, scaled_error_sq, smooth_act, smooth_slopes
 
 _jit = njit(cache=True, nogil=True, error_model="numpy")
 
@@ -335,3 +335,15 @@ def cnf_field_vjp(y, t, ctx, theta, dims, code, probes, w, gy, dy, dz, dtheta, d
             np.dot(both, wgt.T, _mat(work, nxt_h, n * (1 + p), a))
             cur_h, nxt_h = nxt_h, cur_h
     dt[0] = tsum
+
+
+@cpu_kernel
+def rk_error_sumsq(err, y0, y1, cols, rtol, atol):
+    """sum over every row i and the first ``cols`` columns j of
+    (err_ij / (atol + rtol max(|y0_ij|, |y1_ij|)))^2 (2-D arrays), accumulated in float64: an
+    adaptive step's squared RMS error norm times the number of entries it controls."""
+    s = 0.0
+    for i in range(err.shape[0]):
+        for j in range(cols):
+            s += scaled_error_sq(err[i, j], y0[i, j], y1[i, j], rtol, atol)
+    return s

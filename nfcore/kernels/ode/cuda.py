@@ -14,6 +14,7 @@ from numba import cuda
 from .. import launch as _launch
 from .._scalar import device_maths
 from ..array.cuda import to_host
+from ..elementwise.cuda import total
 from ..registry import cuda_op
 from . import math as _maths
 from .cpu import _offsets, _param_offsets
@@ -100,6 +101,25 @@ def cnf_field_vjp(y, t, ctx, theta, dims, code, probes, w, gy, dy, dz, dtheta, d
     _field_vjp_time_kernel[1, 1](t, theta, dims, n, poff, rev, roff, dt)
 
 
+@cuda.jit(cache=True)
+def _error_sq_kernel(err, y0, y1, cols, rtol, atol, out):
+    t = cuda.grid(1)
+    if t < out.shape[0]:
+        i, j = t // cols, t % cols
+        out[t] = _maths.scaled_error_sq(err[i, j], y0[i, j], y1[i, j], rtol, atol)
+
+
+@cuda_op
+def rk_error_sumsq(err, y0, y1, cols, rtol, atol):
+    """sum over every row i and the first ``cols`` columns j of
+    (err_ij / (atol + rtol max(|y0_ij|, |y1_ij|)))^2 (float64): a thread per entry, then ``total``."""
+    out = cuda.device_array(err.shape[0] * cols, dtype=np.float64)
+    if out.shape[0] == 0:
+        return 0.0
+    _error_sq_kernel[_launch.grid(out.shape[0])](err, y0, y1, cols, rtol, atol, out)
+    return total(out)
+
+
 def parity_cases(c):
     """The continuous-flow ops' parity inputs (``nfcore.kernels.parity``): a row per thread over
     several blocks, a context, two probes per row, every smooth activation, three layers (the
@@ -122,4 +142,6 @@ def parity_cases(c):
             (f"code={code}", [*common(), code, r(n, p, d), 0.5, r(n, d + 3), nan(n, d + 3), nan(n, d),
                               nan(*theta.shape), nan(n, ctx), nan(1), np.zeros(work, dt)],
              [9, 10, 11, 12, 13]) for code in (3, 5, 7)],
+        "rk_error_sumsq": [(f"cols={cols}", [r(n, d + 3), r(n, d + 3), r(n, d + 3), cols, 1e-3, 1e-4], [])
+                           for cols in (d + 1, d + 3)],
     }

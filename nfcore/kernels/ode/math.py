@@ -59,6 +59,14 @@ def gate_and_shift(t, a, b, c):
     return sigmoid(a * t + b), c * t
 
 
+@element
+def scaled_error_sq(e, a, b, rtol, atol):
+    """(e / (atol + rtol max(|a|, |b|)))^2: one entry's share of an adaptive Runge-Kutta step's
+    error norm (e the local error estimate, a and b the state before and after the step)."""
+    q = e / (atol + rtol * max(abs(a), abs(b)))
+    return q * q
+
+
 def layer_sizes(dims):
     """Elements of each concat-squash layer in the flat parameter vector: W (in, out), bias, gate
     weight, gate bias and shift weight (out each), for the widths ``dims`` = [D + C, ..., D]."""
