@@ -7,10 +7,12 @@ samples shares its steps). ``field(y, t, out)`` writes the derivative into ``out
 Adaptive steps (``dopri5``): the embedded 4th-order solution estimates the local error
 e = h sum_i (b_i - b*_i) k_i; a step is accepted when the root mean square of
 e / (atol + rtol max(|y_n|, |y_(n+1)|)) over the controlled entries (``control``) is at most 1,
-and the next step is h min(10, max(0.2, 0.9 err^(-1/5))). ``control`` picks the entries that
-steer the steps: an adjoint solve leaves out the parameters' adjoints (a "seminorm"), which
-do not feed back into the dynamics. The first step follows Hairer, Norsett and Wanner's
-starting-step rule. The last stage of an accepted step is the next step's first (FSAL).
+and the next step is h min(10, max(0.2, 0.9 err^(-1/5))), the norm in one op call
+(``rk_error_sumsq``). ``control`` is the number of leading columns that steer the steps (the
+state seen as rows: (N, ...) as N rows, a 1-D state as one row): an adjoint solve leaves out the
+parameters' adjoints (a "seminorm"), which do not feed back into the dynamics. The first step
+follows Hairer, Norsett and Wanner's starting-step rule. The last stage of an accepted step is
+the next step's first (FSAL).
 
 With ``record=True`` every accepted step keeps its stage inputs, so that ``rk_backward`` can
 differentiate the discrete solver's output exactly (discretise-then-optimise): the steps and
@@ -26,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import ConfigError, SolverError
+from .kernels import backend_of
 
 __all__ = ["Tableau", "RK4", "DOPRI5", "SOLVERS", "Step", "Solve", "integrate", "rk_backward"]
 
@@ -79,13 +82,30 @@ class Solve(NamedTuple):
     trajectory: tuple
 
 
-def _rms(a):
-    return math.sqrt(float(np.mean(np.square(a)))) if a.size else 0.0
+class _Norm:
+    """The RMS of v / (atol + rtol max(|a|, |b|)) over the first ``control`` columns of states
+    seen as rows (a 1-D state: one row), by the backend's ``rk_error_sumsq``."""
+
+    def __init__(self, y, control, rtol, atol):
+        self.rows = 1 if y.ndim == 1 else y.shape[0]
+        cols = y.size // max(self.rows, 1)
+        self.cols = cols if control is None else int(control)
+        if not 0 <= self.cols <= cols:
+            raise ConfigError(f"control must be a number of leading columns in [0, {cols}], got {control}")
+        self.count, self.rtol, self.atol = self.rows * self.cols, float(rtol), float(atol)
+        self.op = backend_of(y).rk_error_sumsq
+
+    def __call__(self, v, a, b):
+        if self.count == 0:
+            return 0.0
+        r = self.rows
+        sq = self.op(v.reshape(r, -1), a.reshape(r, -1), b.reshape(r, -1), self.cols, self.rtol, self.atol)
+        return math.sqrt(sq / self.count)
 
 
 def integrate(field: Callable, y0: np.ndarray, t0: float, t1: float, method: str = "dopri5",
               rtol: float = 1e-5, atol: float = 1e-5, steps: int = 8, max_steps: int = 1000,
-              control: Callable | None = None, record: bool = False) -> Solve:
+              control: int | None = None, record: bool = False) -> Solve:
     """Solve dy/dt = field(y, t) from y(t0) = y0 to t1.
 
     Arguments:
@@ -93,7 +113,8 @@ def integrate(field: Callable, y0: np.ndarray, t0: float, t1: float, method: str
         method: ``rk4`` (``steps`` equal steps) or ``dopri5`` (adaptive, ``rtol``/``atol``).
         max_steps: the step budget of an adaptive solve (accepted and rejected together); a
             solve that needs more raises ``SolverError``, as does a non-finite state.
-        control: a view of the entries that steer the step size (default: all of them).
+        control: the number of leading columns that steer the step size (default: all of
+            them); the state is seen as rows, its first axis (a 1-D state: one row).
         record: keep every accepted step's stage inputs (for ``rk_backward``).
     """
     if method not in SOLVERS:
@@ -133,11 +154,11 @@ def integrate(field: Callable, y0: np.ndarray, t0: float, t1: float, method: str
             _check_finite(y, t + h)
         return Solve(y, nfe, steps, 0, tuple(trajectory))
 
-    view = control if control is not None else (lambda a: a)
+    norm = _Norm(y, control, rtol, atol)
     direction = 1.0 if t1 > t0 else -1.0
     field(y, t0, ks[0])
     nfe += 1
-    h = direction * _initial_step(field, y, t0, ks[0], rtol, atol, tab.order, view, stage)
+    h = direction * _initial_step(field, y, t0, ks[0], tab.order, norm, stage)
     nfe += 1
     t = t0
     accepted = rejected = 0
@@ -162,8 +183,7 @@ def integrate(field: Callable, y0: np.ndarray, t0: float, t1: float, method: str
         for ei, k in zip(tab.err[1:], ks[1:]):
             if ei != 0.0:
                 err += (h * ei) * k
-        scale = atol + rtol * np.maximum(np.abs(view(y)), np.abs(view(y_new)))
-        ratio = _rms(view(err) / scale)
+        ratio = norm(err, y, y_new)
         if not math.isfinite(ratio):
             _check_finite(y_new, t + h)
         if ratio <= 1.0:
@@ -187,17 +207,18 @@ def _check_finite(y, t):
         raise SolverError(f"the ODE state became NaN or inf at t={t:.6g} (a diverged model or too large a step)")
 
 
-def _initial_step(field, y, t, f0, rtol, atol, order, view, work):
-    """A first step size from the scale of y, of f and of f's change (Hairer, Norsett, Wanner)."""
-    scale = atol + rtol * np.abs(view(y))
-    d0 = _rms(view(y) / scale)
-    d1 = _rms(view(f0) / scale)
+def _initial_step(field, y, t, f0, order, norm, work):
+    """A first step size from the scale of y, of f and of f's change (Hairer, Norsett, Wanner);
+    every size relative to atol + rtol |y|."""
+    d0 = norm(y, y, y)
+    d1 = norm(f0, y, y)
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
     np.multiply(f0, h0, out=work)
     work += y
     f1 = np.empty_like(y)
     field(work, t + h0, f1)
-    d2 = _rms(view(f1 - f0) / scale) / h0
+    f1 -= f0
+    d2 = norm(f1, y, y) / h0
     big = max(d1, d2)
     h1 = max(1e-6, h0 * 1e-3) if big <= 1e-15 else (0.01 / big) ** (1.0 / (order + 1))
     return min(100 * h0, h1)

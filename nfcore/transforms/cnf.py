@@ -175,7 +175,7 @@ class CNF(Transform):
         y0[:, :d] = x
         record = need_grad and self.gradient == "discretise"
         solve = integrate(field, y0, t0, t1, self.solver, self.rtol, self.atol, self.steps, self.max_steps,
-                          control=lambda a: a[:, : d + 1], record=record)
+                          control=d + 1, record=record)
         self.stats.update(forward_nfe=solve.nfe, forward_steps=solve.steps)
         y1 = solve.y
         cache = CNFCache(t0, t1, y1, ctx, probes, w, theta, solve) if need_grad else None
@@ -284,7 +284,7 @@ class CNF(Transform):
             np.negative(dth, out=out[2 * nd + nc :])
 
         solve = integrate(field, state, cache.t1, cache.t0, self.solver, self.rtol, self.atol, self.steps,
-                          self.max_steps, control=lambda a: a[: 2 * nd])
+                          self.max_steps, control=2 * nd)
         self.stats.update(backward_nfe=solve.nfe, backward_steps=solve.steps)
         s = solve.y
         return (np.ascontiguousarray(s[nd : 2 * nd].reshape(n, d)), s[2 * nd + nc :],
