@@ -6,9 +6,8 @@ import numpy as np
 
 from ..core.module import Buffer, Parameter
 from ..core.transform import Transform
-from ..errors import ShapeError
 from ..kernels import backend_of, is_device_array
-from ._shapes import check_image, image_shape
+from ._shapes import channel_rows, image_shape
 
 __all__ = ["ActNorm"]
 
@@ -61,11 +60,7 @@ class ActNorm(Transform):
         self._init_done = bool(np.asarray(backend_of(self.initialized.data).to_host(self.initialized.data))[0])
 
     def _rows(self, x, name):
-        if len(self.shape) == 3:
-            check_image(x, self.shape, name)
-        elif x.ndim != 2 or x.shape[1] != self.channels:
-            raise ShapeError(f"{name} expected input of shape (N, {self.channels}), got {tuple(x.shape)}")
-        return backend_of(x).reshape(x, (x.shape[0] * self.pixels, self.channels))
+        return channel_rows(x, self.shape, name)
 
     @property
     def is_initialized(self):

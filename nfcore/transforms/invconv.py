@@ -13,9 +13,9 @@ import scipy.linalg
 
 from ..core.module import Buffer, Parameter
 from ..core.transform import Transform
-from ..errors import InputOutsideDomain, ShapeError
+from ..errors import InputOutsideDomain
 from ..kernels import backend_of
-from ._shapes import check_image, image_shape
+from ._shapes import channel_rows, image_shape
 
 __all__ = ["InvConv1x1", "InvConv1x1LU"]
 
@@ -48,11 +48,7 @@ class _InvConv(Transform):
         self.pixels = int(np.prod(self.shape[:-1]))
 
     def _rows(self, x, name):
-        if len(self.shape) == 3:
-            check_image(x, self.shape, name)
-        elif x.ndim != 2 or x.shape[1] != self.channels:
-            raise ShapeError(f"{name} expected input of shape (N, {self.channels}), got {tuple(x.shape)}")
-        return backend_of(x).reshape(x, (x.shape[0] * self.pixels, self.channels))
+        return channel_rows(x, self.shape, name)
 
     def _matrix(self):
         """W (C, C) on the parameters' device."""
