@@ -89,6 +89,26 @@ def test_exp32_accuracy_and_edges():
     assert clamped[0] == clamped[2] == 3 and clamped[1] == clamped[3] == -3 and np.isnan(clamped[4])
 
 
+def test_exp32_computes_in_float32():
+    """exp32's arithmetic stays in float32 (a float64 step halves its vector lanes and brings a
+    float64 division: ``math.floor`` once returned an integer and promoted the whole polynomial):
+    its compiled loop converts nothing to double."""
+    from numba import njit
+
+    from nfcore.kernels.coupling.fast32 import exp32
+
+    @njit
+    def run(a, out):
+        for i in range(a.shape[0]):
+            out[i] = exp32(a[i])
+
+    a = np.zeros(4, np.float32)
+    run(a, a.copy())
+    ir = run.inspect_llvm(run.signatures[0])
+    body = ir[ir.index("define"):]
+    assert "to double" not in body and "fpext" not in body
+
+
 @pytest.mark.parametrize("idx_b", [np.arange(6), np.roll(np.arange(6), 1), np.array([1, 3, 4])])
 def test_affine_coupling_float32_route_matches_float64(idx_b, rng):
     """float32 affine coupling kernels (exp32 in flat passes) agree with the float64 ones
