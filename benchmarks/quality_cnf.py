@@ -1,8 +1,8 @@
 """FFJORD on 2-D toy densities: nfcore's CLI defaults vs zuko's CNF, same size, tolerance and time budget.
 
 nfcore: ``nfcore train --flow ffjord --data D`` with every default (one continuous block, a
-concat-squash 2 -> 64 -> 64 -> 2 tanh dynamics, dopri5 at rtol = atol = 1e-5, exact trace,
-adjoint gradients, the RNODE weights of ``nfcore.cli.FFJORD_DEFAULTS``, the CLI's epochs of 20,000
+concat-squash 2 -> 64 -> 64 -> 64 -> 2 tanh dynamics, dopri5 at rtol = atol = 1e-5, exact trace,
+adjoint gradients, the RNODE weights of ``nfcore.cli.FFJORD_DEFAULTS``, the CLI's epochs of 100,000
 points at batch 256, Adam with cosine decay, the best validation epoch kept). zuko: its
 ``CNF`` with the same hidden widths (3 x 64) and tanh (on [x, time embedding]), the same tolerance, exact trace,
 the same standardised data, batch, learning rate and schedule, trained for the **wall time
@@ -25,10 +25,13 @@ from contextlib import redirect_stdout
 import numpy as np
 
 import nfcore
+from nfcore.cli import _VECTOR_DEFAULTS
 from nfcore.cli import main as cli_main
 from nfcore.data import ENTROPY, load_data, sample_toy, standardization
 
-BATCH, N_TRAIN = 256, 20_000
+BATCH = 256
+#: the points ``nfcore train --flow ffjord`` draws (its default), given to the peer too
+N_TRAIN = _VECTOR_DEFAULTS["ffjord"]["n_train"]
 #: what ``nfcore train --flow ffjord`` trains (its defaults), given to the peer too
 HIDDEN, LR = (64, 64, 64), 3e-3
 
