@@ -67,7 +67,7 @@ def test_exp32_accuracy_and_edges():
     from numba import njit
 
     from nfcore.kernels._scalar import softclamp
-    from nfcore.kernels.coupling.fast32 import exp32, softclamp32
+    from nfcore.kernels.coupling.fast32 import exp32, exp32_wide, softclamp32
 
     @njit
     def run(a, out, clamped, bound):
@@ -75,11 +75,18 @@ def test_exp32_accuracy_and_edges():
             out[i] = exp32(a[i])
             clamped[i] = softclamp32(a[i], bound)
 
+    @njit
+    def run_wide(a, out):
+        for i in range(a.shape[0]):
+            out[i] = exp32_wide(a[i])
+
     a = np.concatenate([np.linspace(-87, 88, 200001), [-1e-30, 0, 1e-30]]).astype(np.float32)
-    out, clamped = np.empty_like(a), np.empty_like(a)
+    out, clamped, wide = np.empty_like(a), np.empty_like(a), np.empty_like(a)
     run(a, out, clamped, np.float32(3))
+    run_wide(a, wide)
     ref = np.exp(a.astype(np.float64))
     assert np.max(np.abs(out - ref) / ref) < 2 * 2.0**-23
+    assert np.max(np.abs(wide - ref) / ref) < 2 * 2.0**-23
     np.testing.assert_allclose(clamped, [softclamp(float(v), 3.0) for v in a], rtol=0, atol=4e-7)
     edge = np.array([100, -100, np.inf, -np.inf, np.nan], np.float32)
     out, clamped = np.empty_like(edge), np.empty_like(edge)

@@ -8,7 +8,7 @@ backward passes read instead of recomputing them (one exp per element instead of
 transcendentals). The per-row maths is above the loops (shared with CUDA).
 
 float32 takes a second route (``_affine_map32``, ``_affine_*_bwd32``): its exponentials run in flat, vectorised loops
-with ``fast32.exp32`` (libm's expf does not vectorise); with every column transformed in order
+with ``fast32.exp32_wide`` (libm's expf does not vectorise); with every column transformed in order
 (MAF, IAF) the whole map is one flat loop. Same formulas, less than half the time
 (figures: benchmarks/RESULTS.md, "Measurements behind the code").
 """
@@ -19,7 +19,7 @@ from numba import njit
 
 from .._scalar import softclamp_grad
 from ..registry import cpu_kernel, cpu_op
-from .fast32 import exp32, softclamp32
+from .fast32 import exp32_wide, softclamp32
 from .math import additive_bwd_row, additive_row, affine_map_row, affine_map_vjp_row
 
 _jit = njit(cache=True, nogil=True, error_model="numpy")  # numpy semantics: no zero-division branch, loops vectorise
@@ -70,7 +70,7 @@ def _affine_map_vjp(db, dlogdet, x, ls, idx_b, bound, da, dh, expand):
         affine_map_vjp_row(db, dlogdet, x, ls, idx_b, bound, da, dh, i, expand)
 
 
-# -- float32: flat exponential passes (fast32.exp32), then row loops ---------------------------
+# -- float32: flat exponential passes (fast32.exp32_wide), then row loops ---------------------------
 # Every column transformed in order (MAF, IAF) and contiguous arrays ("flat"): the whole map
 # runs as one flat loop over the N x D elements, the row loops only split h and sum ls.
 # Otherwise the exponentials go to a flat scratch array and a row loop gathers the columns.
@@ -118,7 +118,7 @@ def _clamped_scales32(h, bound, sign, ls):
     for k in range(n * nb):
         v = softclamp32(flat[k], bound)
         flat[k] = v
-        e[k] = exp32(sign * v)
+        e[k] = exp32_wide(sign * v)
     return e.reshape((n, nb))
 
 
@@ -129,7 +129,7 @@ def _scales32(ls, sign):
     flat = ls.reshape(n * nb)
     e = np.empty(n * nb, dtype=ls.dtype)
     for k in range(n * nb):
-        e[k] = exp32(sign * flat[k])
+        e[k] = exp32_wide(sign * flat[k])
     return e.reshape((n, nb))
 
 
@@ -146,12 +146,12 @@ def _affine_map32(a, h, idx_b, bound, b, logdet, ls, flat, expand):
             for k in range(n * nb):
                 v = softclamp32(lf[k], bound)
                 lf[k] = v
-                bf[k] = af[k] * exp32(v) + bf[k]
+                bf[k] = af[k] * exp32_wide(v) + bf[k]
         else:
             for k in range(n * nb):
                 v = softclamp32(lf[k], bound)
                 lf[k] = v
-                bf[k] = (af[k] - bf[k]) * exp32(-v)
+                bf[k] = (af[k] - bf[k]) * exp32_wide(-v)
     else:
         e = _clamped_scales32(h, bound, sign, ls)
         for i in range(n):
@@ -172,7 +172,7 @@ def _affine_fwd_bwd32(dz, dlogdet, x, ls, idx_b, bound, dx, dh, flat):
     if _in_order(idx_b, flat):
         lf, dzf, dxf = ls.reshape(n * nb), dz.reshape(n * nb), dx.reshape(n * nb)
         for k in range(n * nb):
-            dxf[k] = dzf[k] * exp32(lf[k])
+            dxf[k] = dzf[k] * exp32_wide(lf[k])
         for i in range(n):
             g = dlogdet[i]
             for j in range(nb):
@@ -197,7 +197,7 @@ def _affine_inv_bwd32(dx, dlogdet, x, ls, idx_b, bound, dz, dh, flat):
     if _in_order(idx_b, flat):
         lf, dxf, dzf = ls.reshape(n * nb), dx.reshape(n * nb), dz.reshape(n * nb)
         for k in range(n * nb):
-            dzf[k] = dxf[k] * exp32(-lf[k])
+            dzf[k] = dxf[k] * exp32_wide(-lf[k])
         for i in range(n):
             g = dlogdet[i]
             for j in range(nb):
