@@ -53,11 +53,9 @@ _P5 = np.float32(5.0000001201e-1)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def exp32(x):
-    """e^x for a float32 x, clamped to [-87, 88] (see the module docstring)."""
-    x = _HI if x > _HI else x  # NaN passes both tests
-    x = _LO if x < _LO else x
-    fx = np.floor(x * _LOG2E + _HALF)  # np.floor keeps float32 (math.floor gives an int: float64 arithmetic)
+def _exp_scheme(x, fx):
+    """e^x for a float32 x clamped to [-87, 88], given fx = round(x log2 e); fx's type (float32 or
+    float64) sets the precision of the reduction and the polynomial."""
     r = x - fx * _LN2_HI - fx * _LN2_LO
     y = _P0 * r + _P1
     y = y * r + _P2
@@ -70,24 +68,27 @@ def exp32(x):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
+def _clamp(x):
+    x = _HI if x > _HI else x  # NaN passes both tests
+    return _LO if x < _LO else x
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def exp32(x):
+    """e^x for a float32 x, clamped to [-87, 88], all in float32 (see the module docstring)."""
+    x = _clamp(x)
+    return _exp_scheme(x, np.floor(x * _LOG2E + _HALF))
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def exp32_wide(x):
     """e^x for a float32 x by ``exp32``'s scheme with the reduction and the polynomial in float64
     (a float64 result): 8 lanes and a float64 rounding, for the affine coupling maps. Their
     float32 routes must agree with float64 to 1e-4 through deep image chains
     (tests/test_contract.py::test_float32_matches_float64), which all-float32 arithmetic misses:
     2e-4 with ``exp32``, 2.5e-4 with libm's expf (measured, session 10)."""
-    x = _HI if x > _HI else x  # NaN passes both tests
-    x = _LO if x < _LO else x
-    fx = np.float64(np.floor(x * _LOG2E + _HALF))
-    r = x - fx * _LN2_HI - fx * _LN2_LO
-    y = _P0 * r + _P1
-    y = y * r + _P2
-    y = y * r + _P3
-    y = y * r + _P4
-    y = y * r + _P5
-    y = y * (r * r) + r + _ONE
-    n = np.int32(fx) + np.int32(127)  # in [1, 254]: a normal float32 exponent
-    return y * _float32_from_bits(np.int32(n << np.int32(23)))
+    x = _clamp(x)
+    return _exp_scheme(x, np.float64(np.floor(x * _LOG2E + _HALF)))
 
 
 @njit(cache=True, inline="always", error_model="numpy")
