@@ -217,6 +217,48 @@ def test_adam_matches_reference(rng):
     np.testing.assert_allclose(p, pr, rtol=1e-13)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_keeps_moments_normal(rng, dtype):
+    """A dead unit's moments (gradient exactly zero) decay towards the subnormal range, and
+    gradients too small to leave a normal trace arrive: no subnormal enters m or v (x86 cores
+    take a ~100-cycle assist per subnormal operand), normal values update exactly, NaN passes."""
+    tiny = np.finfo(dtype).tiny
+    b1, b2 = 0.9, 0.999
+    m = np.array([tiny * 1.05, tiny * 2.0, 0.5, 0.0, 0.0, 0.0], dtype)
+    v = np.array([tiny * 1.0005, tiny * 4.0, 0.25, 0.0, 0.0, 0.0], dtype)
+    g = np.array([0.0, 0.0, 0.1, tiny / 2, np.sqrt(tiny), np.nan], dtype)
+    p = np.zeros(6, dtype)
+    m0, v0 = m.copy(), v.copy()
+    cpu.adam_update(p, g, m, v, 1e-3, b1, b2, 1e-8, 0.0, 5)
+    finite = np.isfinite(m)
+    assert np.all((m[finite] == 0) | (np.abs(m[finite]) >= tiny)), m
+    assert np.all((v[finite] == 0) | (v[finite] >= tiny)), v
+    assert m[0] == 0 and v[0] == 0  # the next decay would have been subnormal: flushed first
+    assert m[1] == dtype(b1) * m0[1] and v[1] == dtype(b2) * v0[1]  # still normal after the decay: kept
+    np.testing.assert_allclose([m[2], v[2]], [b1 * 0.5 + (1 - b1) * 0.1, b2 * 0.25 + (1 - b2) * 0.01], rtol=1e-6)
+    assert m[3] == 0 and v[3] == 0  # a subnormal gradient adds nothing
+    assert m[4] == dtype(1 - b1) * g[4] and v[4] == 0  # its square would be subnormal: m only
+    assert np.isnan(m[5]) and np.isnan(v[5]) and np.isnan(p[5])
+
+
+@pytest.mark.parametrize("rows", [16, 256, 1000])
+def test_weight_gradient_in_row_blocks(rng, rows):
+    """The weight gradient summed over row blocks (below OpenBLAS's small-matrix size) equals the
+    one product, plain and masked, and the op-by-op and fused paths choose it alike."""
+    from nfcore.kernels.dense.cpu import grad_rows, tn_acc, tn_acc_masked
+
+    assert grad_rows(1000, 64, 64) == 240 and grad_rows(200, 64, 64) == 200 and grad_rows(4096, 128, 128) == 4096
+    a, b = rng.normal(size=(rows, 64)), rng.normal(size=(rows, 64))
+    mask = (rng.random((64, 64)) < 0.5).astype(np.float64)
+    out, outm, ref = np.ones((64, 64)), np.ones((64, 64)), np.ones((64, 64))
+    tn_acc(a, b, out, np.empty((64, 64)))
+    tn_acc_masked(a, b, mask, outm, np.empty((64, 64)))
+    cpu.matmul_tn_acc(a, b, ref)
+    np.testing.assert_allclose(out, 1 + a.T @ b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(outm, 1 + (a.T @ b) * mask, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(ref, out, rtol=1e-12, atol=1e-12)
+
+
 @pytest.fixture
 def force_blocks(monkeypatch):
     """The block-sparse GEMMs whatever the BLAS thread count (several threads make the ops

@@ -1,6 +1,7 @@
 """CPU Adam: one fused pass over the flat parameter buffer."""
 
 
+import numpy as np
 from numba import njit
 
 from ..registry import cpu_op
@@ -23,10 +24,10 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
     bc1 = 1.0 - beta1**step
     bc2 = 1.0 - beta2**step
     _adam(p, g, m, v, t(lr), t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(eps), t(weight_decay), t(bc1),
-          t(bc2))
+          t(bc2), t(np.finfo(p.dtype).tiny))
 
 
 @_jit
-def _adam(p, g, m, v, lr, beta1, c1, beta2, c2, eps, weight_decay, bc1, bc2):
+def _adam(p, g, m, v, lr, beta1, c1, beta2, c2, eps, weight_decay, bc1, bc2, tiny):
     for i in range(p.shape[0]):
-        adam_element(p, g, m, v, lr, beta1, c1, beta2, c2, eps, weight_decay, bc1, bc2, i)
+        adam_element(p, g, m, v, lr, beta1, c1, beta2, c2, eps, weight_decay, bc1, bc2, tiny, i)

@@ -14,10 +14,10 @@ _maths = device_maths(_maths)
 
 
 @cuda.jit(cache=True)
-def _adam_kernel(p, g, m, v, lr, beta1, c1, beta2, c2, eps, weight_decay, bc1, bc2):
+def _adam_kernel(p, g, m, v, lr, beta1, c1, beta2, c2, eps, weight_decay, bc1, bc2, tiny):
     i = cuda.grid(1)
     if i < p.shape[0]:
-        _maths.adam_element(p, g, m, v, lr, beta1, c1, beta2, c2, eps, weight_decay, bc1, bc2, i)
+        _maths.adam_element(p, g, m, v, lr, beta1, c1, beta2, c2, eps, weight_decay, bc1, bc2, tiny, i)
 
 
 @cuda_op
@@ -32,7 +32,8 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
     bc2 = 1.0 - float(beta2) ** int(step)
     t = np.dtype(p.dtype).type  # constants in the buffers' dtype, as on the CPU
     _adam_kernel[_launch.grid(p.shape[0])](
-        p, g, m, v, t(lr), t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(eps), t(weight_decay), t(bc1), t(bc2)
+        p, g, m, v, t(lr), t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(eps), t(weight_decay), t(bc1), t(bc2),
+        t(np.finfo(p.dtype).tiny)
     )
 
 
