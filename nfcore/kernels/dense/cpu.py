@@ -54,7 +54,56 @@ def matmul_nt(a, b, out):
 @cpu_op
 def matmul_tn_acc(a, b, out):
     """out += a.T @ b, (N, K).T @ (N, M) -> (K, M): the weight gradient, accumulated."""
-    out += a.T @ b
+    if grad_rows(a.shape[0], a.shape[1], b.shape[1]) < a.shape[0]:
+        tn_acc(a, b, out, pooled_empty(out.shape, out.dtype))
+    else:
+        out += a.T @ b
+
+
+#: OpenBLAS's small-matrix GEMM kernels (x86 cores with AVX-512) take products of at most this many
+#: multiply-adds (M N K); past it a weight gradient a^T g, whose reduction runs over the rows, falls
+#: to the general path at about half the speed. Summed over blocks of rows below it, a 64x64
+#: layer's gradient runs 1.5-2x faster from 256 rows up (benchmarks/RESULTS.md, "Session 11").
+SMALL_GEMM_MACS = 1_000_000
+#: blocks of fewer rows than this lose more to the extra calls than they gain (a 128x128 layer)
+MIN_BLOCK_ROWS = 128
+
+
+@_jit
+def grad_rows(n, k, m):
+    """Rows per block of a weight gradient's product (n rows into a (k, m) weight): n when one
+    call is best."""
+    rows = SMALL_GEMM_MACS // max(1, k * m) // 16 * 16
+    return rows if MIN_BLOCK_ROWS <= rows < n else n
+
+
+@_jit
+def tn_acc(a, b, out, tmp):
+    """out += a.T @ b, (N, K).T @ (N, M), as a sum over blocks of ``grad_rows`` rows (tmp: scratch
+    shaped like out)."""
+    n = a.shape[0]
+    rows = grad_rows(n, a.shape[1], b.shape[1])
+    kk, m = out.shape
+    for s in range(0, n, rows):
+        e = min(n, s + rows)
+        np.dot(a[s:e].T, b[s:e], tmp)
+        for i in range(kk):
+            for j in range(m):
+                out[i, j] += tmp[i, j]
+
+
+@_jit
+def tn_acc_masked(a, b, mask, out, tmp):
+    """out += (a.T @ b) * mask, as ``tn_acc`` does it: a masked weight's gradient."""
+    n = a.shape[0]
+    rows = grad_rows(n, a.shape[1], b.shape[1])
+    kk, m = out.shape
+    for s in range(0, n, rows):
+        e = min(n, s + rows)
+        np.dot(a[s:e].T, b[s:e], tmp)
+        for i in range(kk):
+            for j in range(m):
+                out[i, j] += tmp[i, j] * mask[i, j]
 
 
 @cpu_op
@@ -210,9 +259,7 @@ def masked_matmul_tn_acc(a, b, mask, col_blocks, out):
     """out += (a.T @ b) * mask: a masked weight's gradient, the products only on the column
     blocks' rectangles (the plan covers every nonzero of the mask)."""
     if not _blocks_pay(a.shape[0], col_blocks):
-        tmp = pooled_empty(out.shape, out.dtype)
-        np.matmul(a.T, b, out=tmp)
-        mask_mul_acc(tmp, mask, out)
+        tn_acc_masked(a, b, mask, out, pooled_empty(out.shape, out.dtype))
         return
     for c0, c1, r0, r1 in col_blocks:
         if r1 > r0:
