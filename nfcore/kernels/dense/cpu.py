@@ -54,17 +54,30 @@ def matmul_nt(a, b, out):
 @cpu_op
 def matmul_tn_acc(a, b, out):
     """out += a.T @ b, (N, K).T @ (N, M) -> (K, M): the weight gradient, accumulated."""
-    if grad_rows(a.shape[0], a.shape[1], b.shape[1]) < a.shape[0]:
-        tn_acc(a, b, out, pooled_empty(out.shape, out.dtype))
-    else:
-        out += a.T @ b
+    _tn_blocks(a, b, None, out)
+
+
+def _tn_blocks(a, b, mask, out):
+    """out += (a.T @ b) (* mask) as ``tn_acc`` does it, on numpy's BLAS: the op-by-op path keeps
+    to numpy's library (the fused kernels' ``np.dot`` calls scipy's, a second OpenBLAS with its
+    own thread pool; alternating between the two, each pool's spinning threads starve the other's,
+    and a MAF step at batch 256 took 40-130 ms instead of 2)."""
+    n = a.shape[0]
+    rows = grad_rows(n, a.shape[1], b.shape[1])
+    tmp = pooled_empty(out.shape, out.dtype)
+    for s in range(0, n, rows):
+        np.matmul(a[s : s + rows].T, b[s : s + rows], out=tmp)
+        if mask is None:
+            out += tmp
+        else:
+            mask_mul_acc(tmp, mask, out)
 
 
 #: OpenBLAS's small-matrix GEMM kernels (x86 cores with AVX-512) take products of at most this many
 #: multiply-adds (M N K); past it a weight gradient a^T g, whose reduction runs over the rows, falls
 #: to the general path at about half the speed. Summed over blocks of rows below it, a 64x64
 #: layer's gradient runs 1.5-2x faster from 256 rows up (benchmarks/RESULTS.md, "Session 11").
-SMALL_GEMM_MACS = 1_000_000
+SMALL_GEMM_MACS = 1_000_000  # (the op-by-op path: _tn_blocks; the fused kernels: tn_acc)
 #: blocks of fewer rows than this lose more to the extra calls than they gain (a 128x128 layer)
 MIN_BLOCK_ROWS = 128
 
@@ -259,7 +272,7 @@ def masked_matmul_tn_acc(a, b, mask, col_blocks, out):
     """out += (a.T @ b) * mask: a masked weight's gradient, the products only on the column
     blocks' rectangles (the plan covers every nonzero of the mask)."""
     if not _blocks_pay(a.shape[0], col_blocks):
-        tn_acc_masked(a, b, mask, out, pooled_empty(out.shape, out.dtype))
+        _tn_blocks(a, b, mask, out)
         return
     for c0, c1, r0, r1 in col_blocks:
         if r1 > r0:
