@@ -25,8 +25,8 @@ import os
 from ._checks import check_int
 from .errors import ConfigError
 
-__all__ = ["set_num_threads", "get_num_threads", "blas_threads", "core_budget", "workers_for", "blas_limit",
-           "MIN_SHARD_ROWS"]
+__all__ = ["set_num_threads", "get_num_threads", "blas_threads", "blas_now", "core_budget", "workers_for",
+           "blas_limit", "MIN_SHARD_ROWS"]
 
 #: rows per worker below which a call stays on fewer workers (measured: benchmarks/RESULTS.md,
 #: "Worker threads"): at batch 256 on two cores one worker wins
@@ -35,6 +35,7 @@ MIN_SHARD_ROWS = 512
 _cached = None  # the BLAS thread count the CPU ops plan with (blas_threads)
 _budget = None  # the cores set_num_threads allows (None: every core this process may run on)
 _controller = None  # threadpoolctl's controller, made once (a limit through it costs ~7 us)
+_held = None  # the BLAS thread count blas_limit holds now (None: none held)
 
 
 def _threadpoolctl():
@@ -127,8 +128,19 @@ def workers_for(rows, workers=None, device="cpu", shard_rows=MIN_SHARD_ROWS):
 @contextlib.contextmanager
 def blas_limit(n):
     """Hold BLAS at ``n`` threads for the duration (worker threads each run their own GEMMs)."""
-    global _controller
+    global _controller, _held
     if _controller is None:
         _controller = _threadpoolctl().ThreadpoolController()
+    outer = _held
     with _controller.limit(limits=int(n), user_api="blas"):
-        yield
+        _held = int(n)
+        try:
+            yield
+        finally:
+            _held = outer
+
+
+def blas_now():
+    """The BLAS thread count a GEMM runs with now: ``blas_limit``'s while it holds one (the
+    workers' shards), else ``blas_threads()``."""
+    return _held if _held is not None else blas_threads()

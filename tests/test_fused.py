@@ -122,3 +122,25 @@ def test_a_fused_run_backward_accumulates_like_the_layers(rng):
     flow.loss_and_grad(x, workers=1)
     for p, g in zip(flow.parameters(), once):
         assert np.allclose(p.grad, 2 * g, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("blocked", [False, True])
+def test_products_in_row_blocks_change_nothing(blocked, op_by_op, monkeypatch, rng):
+    """Past OpenBLAS's small-matrix size (64x64 layers over 300 rows: blocks of 240 rows) the fused
+    path's products and weight gradients run in row blocks (the forward ones when BLAS runs one
+    thread, forced here both ways); the op-by-op weight gradients too. The same numbers."""
+    from nfcore.kernels.dense.cpu import block_rows
+    from nfcore.transforms import _fused
+
+    assert block_rows(300, 64, 64) == 240
+    flow = nfcore.build({"flow": "realnvp", "dim": 2, "layers": 2, "hidden": [64, 64], "dtype": "float64"})
+    for p in flow.parameters():
+        p.data[...] += rng.normal(size=p.data.shape) * 0.1
+    x = rng.normal(size=(300, 2))
+    op_by_op(True)
+    want = _everything(flow, x, None, rng)
+    op_by_op(False)
+    monkeypatch.setattr(_fused, "_blocked", lambda: blocked)
+    got = _everything(flow, x, None, rng)
+    for a, b in zip(got, want):
+        assert np.max(np.abs(a - b)) <= 1e-12 * max(1.0, float(np.max(np.abs(b))))

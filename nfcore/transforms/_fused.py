@@ -5,6 +5,7 @@ from typing import NamedTuple
 
 from ..kernels import backend_of
 from ..kernels.fused.cpu import chain_size, net_size
+from ..threads import blas_now
 
 #: the widest hidden layer the fused kernels take; wider networks run op by op (measured:
 #: benchmarks/RESULTS.md, "Fused layers")
@@ -29,6 +30,14 @@ def fusable(layers, residual, x):
     return backend_of(x).name == "cpu" and narrow(layers, residual)
 
 
+def _blocked():
+    """The forward products run in row blocks (``kernels.dense.cpu.block_rows``) when BLAS runs
+    one thread (a worker's shard): measured 1.2-1.45x faster there for a 64x64 layer from 256
+    rows, and slower than one call that BLAS splits across threads (benchmarks/RESULTS.md,
+    "Session 11")."""
+    return blas_now() == 1
+
+
 def _flat(x, idx_b):
     """Every column mapped (MAF, IAF): the float32 map may run as one flat loop (it checks the order)."""
     return idx_b.shape[0] == x.shape[1] and x.flags.c_contiguous
@@ -49,8 +58,8 @@ def net_map(x, context, idx_a, idx_b, layers, masked, bound, affine, expand, nee
     masks = tuple(lay.mask.data for lay in layers) if masked else ws
     weff = tuple(ops.empty(w.shape, dtype) for w in ws) if masked else ws
     ops.net_map(x, ctx, idx_a, idx_b, ws, tuple(lay.bias.data for lay in layers), masks, masked, weff,
-                layers[0].act_code, float(layers[0].alpha), dtype.type(bound), affine, expand, _flat(x, idx_b), buf,
-                out, logdet, ls)
+                layers[0].act_code, float(layers[0].alpha), dtype.type(bound), affine, expand, _flat(x, idx_b),
+                _blocked(), buf, out, logdet, ls)
     return out, logdet, ls, (FusedCache(weff, buf) if need_grad else None)
 
 
@@ -110,7 +119,7 @@ class FusedRun:
         ctx = context if context is not None else ops.empty((n, 0), dtype)
         bss = tuple(tuple(p.data for p in bs) for bs in self.biases)
         ops.chain_map(x, ctx, idx_as, idx_bs, wss, bss, self.code, self.alpha, dtype.type(self.bound), self.affine,
-                      expand, buf, out, logdet)
+                      expand, _blocked(), buf, out, logdet)
         return out, logdet, (RunCache(x, out, expand, buf) if need_grad else None)
 
     def backward(self, dout, dlogabsdet, cache):

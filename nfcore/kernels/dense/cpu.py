@@ -63,7 +63,7 @@ def _tn_blocks(a, b, mask, out):
     own thread pool; alternating between the two, each pool's spinning threads starve the other's,
     and a MAF step at batch 256 took 40-130 ms instead of 2)."""
     n = a.shape[0]
-    rows = grad_rows(n, a.shape[1], b.shape[1])
+    rows = block_rows(n, a.shape[1], b.shape[1])
     tmp = pooled_empty(out.shape, out.dtype)
     for s in range(0, n, rows):
         np.matmul(a[s : s + rows].T, b[s : s + rows], out=tmp)
@@ -83,19 +83,19 @@ MIN_BLOCK_ROWS = 128
 
 
 @_jit
-def grad_rows(n, k, m):
-    """Rows per block of a weight gradient's product (n rows into a (k, m) weight): n when one
-    call is best."""
+def block_rows(n, k, m):
+    """Rows per block of a product over n rows with a (k, m) weight (its gradient a^T g; with one
+    BLAS thread, a @ w too): n when one call is best."""
     rows = SMALL_GEMM_MACS // max(1, k * m) // 16 * 16
     return rows if MIN_BLOCK_ROWS <= rows < n else n
 
 
 @_jit
 def tn_acc(a, b, out, tmp):
-    """out += a.T @ b, (N, K).T @ (N, M), as a sum over blocks of ``grad_rows`` rows (tmp: scratch
+    """out += a.T @ b, (N, K).T @ (N, M), as a sum over blocks of ``block_rows`` rows (tmp: scratch
     shaped like out)."""
     n = a.shape[0]
-    rows = grad_rows(n, a.shape[1], b.shape[1])
+    rows = block_rows(n, a.shape[1], b.shape[1])
     kk, m = out.shape
     for s in range(0, n, rows):
         e = min(n, s + rows)
@@ -109,7 +109,7 @@ def tn_acc(a, b, out, tmp):
 def tn_acc_masked(a, b, mask, out, tmp):
     """out += (a.T @ b) * mask, as ``tn_acc`` does it: a masked weight's gradient."""
     n = a.shape[0]
-    rows = grad_rows(n, a.shape[1], b.shape[1])
+    rows = block_rows(n, a.shape[1], b.shape[1])
     kk, m = out.shape
     for s in range(0, n, rows):
         e = min(n, s + rows)

@@ -23,7 +23,7 @@ from numba.extending import overload
 from .._scalar import ACT_IDENTITY, ACT_RELU, act_fwd, act_vjp
 from ..coupling.cpu import _affine_fwd_bwd32, _affine_inv_bwd32, _affine_map, _affine_map32, _affine_map_vjp
 from ..coupling.math import additive_bwd_row, additive_row
-from ..dense.cpu import tn_acc, tn_acc_masked
+from ..dense.cpu import block_rows, tn_acc, tn_acc_masked
 from ..registry import cpu_only_kernel
 
 _jit = njit(cache=True, nogil=True, error_model="numpy")  # the helpers (not ops): compiled as the ops are
@@ -60,10 +60,13 @@ def _affine_vjp_routes(dout, dlogdet, x, ls, idx_b, bound, din, dh, flat, expand
 
 
 @_jit
-def _dense_act(a, w, b, code, alpha, out):
-    """out = phi(a @ w + b) (phi by ``code``; the identity for the output layer)."""
-    np.dot(a, w, out)
+def _dense_act(a, w, b, code, alpha, blocked, out):
+    """out = phi(a @ w + b) (phi by ``code``; the identity for the output layer); ``blocked``: the
+    product in blocks of ``block_rows`` rows (faster when BLAS runs one thread: a worker's shard)."""
     n, m = out.shape
+    rows = block_rows(n, w.shape[0], m) if blocked else n
+    for s in range(0, n, rows):
+        np.dot(a[s : s + rows], w, out[s : s + rows])
     zero = out.dtype.type(0)
     if code == ACT_RELU:
         for i in range(n):
@@ -128,8 +131,8 @@ def net_size(rows, ws):
 
 
 @_jit
-def _net_fwd(x, context, idx_a, idx_b, ws, bs, masks, masked, weff, code, alpha, bound, affine, expand, flat, buf,
-             off, out, logdet, ls):
+def _net_fwd(x, context, idx_a, idx_b, ws, bs, masks, masked, weff, code, alpha, bound, affine, expand, flat,
+             blocked, buf, off, out, logdet, ls):
     """One conditioned layer; its activations go to buf[off:] (``net_size``): the network's input,
     then each layer's output, the last one h."""
     n = x.shape[0]
@@ -153,7 +156,7 @@ def _net_fwd(x, context, idx_a, idx_b, ws, bs, masks, masked, weff, code, alpha,
                 for j in range(w.shape[1]):
                     w[k, j] = src[k, j] * m[k, j]
         y = _view(buf, off, n, w.shape[1])
-        _dense_act(a, w, bs[layer], code if layer < last else ACT_IDENTITY, alpha, y)
+        _dense_act(a, w, bs[layer], code if layer < last else ACT_IDENTITY, alpha, blocked, y)
         off += n * w.shape[1]
         a = y
     if affine:
@@ -198,17 +201,18 @@ def _net_vjp(dout, dlogdet, x, idx_a, idx_b, ws, masks, masked, code, alpha, bou
 
 
 @cpu_only_kernel
-def net_map(x, context, idx_a, idx_b, ws, bs, masks, masked, weff, code, alpha, bound, affine, expand, flat, buf,
-            out, logdet, ls):
+def net_map(x, context, idx_a, idx_b, ws, bs, masks, masked, weff, code, alpha, bound, affine, expand, flat,
+            blocked, buf, out, logdet, ls):
     """A conditioned layer in one call: h = net([x_a, context]), then the element-wise map of x by h.
 
     affine, expand: out_b = x_b e^ls + t, logdet = sum ls (ls = softclamp(h_s, bound));
     affine, not expand: out_b = (x_b - t) e^-ls, logdet = -sum ls; additive: out_b = x_b +- t,
     logdet = 0. Columns outside idx_b are copied. Writes the network's input and every layer's
-    output into ``buf`` (``net_size`` elements), which the VJP reads.
+    output into ``buf`` (``net_size`` elements), which the VJP reads. ``blocked``: the products
+    in blocks of rows (``dense.cpu.block_rows``; the caller's choice, by BLAS's thread count).
     """
-    _net_fwd(x, context, idx_a, idx_b, ws, bs, masks, masked, weff, code, alpha, bound, affine, expand, flat, buf,
-             np.int64(0), out, logdet, ls)  # np.int64: not a literal 0 (a second compiled signature)
+    _net_fwd(x, context, idx_a, idx_b, ws, bs, masks, masked, weff, code, alpha, bound, affine, expand, flat,
+             blocked, buf, np.int64(0), out, logdet, ls)  # np.int64: not a literal 0 (a second compiled signature)
 
 
 @cpu_only_kernel
@@ -241,7 +245,7 @@ def chain_size(rows, dim, idx_bs, wss, affine):
 
 
 @cpu_only_kernel
-def chain_map(x, context, idx_as, idx_bs, wss, bss, code, alpha, bound, affine, expand, buf, out, logdet):
+def chain_map(x, context, idx_as, idx_bs, wss, bss, code, alpha, bound, affine, expand, blocked, buf, out, logdet):
     """A run of K coupling layers in one call: layer k maps x_k to x_(k+1) as ``net_map`` does
     (x_0 = x, x_K = out), logdet = sum_k logdet_k. ``buf`` (``chain_size``) keeps every x_k
     (k > 0), network activations and log-scales, which ``chain_map_vjp`` reads."""
@@ -266,7 +270,7 @@ def chain_map(x, context, idx_as, idx_bs, wss, bss, code, alpha, bound, affine, 
             nxt = _view(buf, off, n, d)
             off += n * d
         _net_fwd(cur, context, idx_as[k], idx_bs[k], ws, bss[k], ws, no, ws, code, alpha, bound, affine, expand,
-                 no, buf, acts, nxt, ld, ls)
+                 no, blocked, buf, acts, nxt, ld, ls)
         for i in range(n):
             logdet[i] += ld[i]
         cur = nxt
