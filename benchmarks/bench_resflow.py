@@ -70,6 +70,7 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--min-time", type=float, default=1.0)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--config", type=int, action="append", help="index into CONFIGS (repeatable)")
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.min_time = 2, 0.3
@@ -84,7 +85,7 @@ def main(argv=None):
     print(f"training step, float32, samples/s ({protocol(args.rounds, equal_threads())})")
     print("| D | batch | nfcore samples/s | normflows samples/s | speed-up | nfcore step ms |")
     print("|---|---|---|---|---|---|")
-    for d, batch in CONFIGS:
+    for d, batch in [CONFIGS[i] for i in args.config] if args.config else CONFIGS:
         cases = [NfcoreCase(d, batch)] + [p(d, batch) for p in peers]
         for c in cases:
             c.step()
