@@ -94,6 +94,7 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--min-time", type=float, default=1.0)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--config", type=int, action="append", help="index into CONFIGS (repeatable)")
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.min_time = 2, 0.3
@@ -107,7 +108,7 @@ def main(argv=None):
         peers = []
     threads = equal_threads()
     rows = []
-    for shape, batch in CONFIGS:
+    for shape, batch in [CONFIGS[i] for i in args.config] if args.config else CONFIGS:
         cases = [NfcoreCase(shape, batch)] + [p(shape, batch) for p in peers]
         for c in cases:
             c.step()
