@@ -122,10 +122,11 @@ class _Autoregressive(Transform):
     one pass); the other direction is computed variable by variable.
     """
 
-    #: the one-pass direction in the fused kernels (``_fused``): "auto" on a worker's shard only (on one
-    #: worker the op-by-op path's block-sparse masked products are as fast), True wherever they apply,
-    #: False never (op by op, the reference). Measured: benchmarks/RESULTS.md, "Fused layers"
-    fused = "auto"
+    #: the one-pass direction in the fused kernels (``_fused``): True wherever they apply (since the
+    #: weight gradients run in row blocks they beat the op-by-op path's block-sparse products on one
+    #: worker too: MAF D=8 1.13-1.35x at 256-4096 rows), "auto" on a worker's shard only, False
+    #: never (op by op, the reference). Measured: benchmarks/RESULTS.md, "Session 11"
+    fused = True
 
     def __init__(self, dim, hidden=(64, 64), order="natural", hidden_degrees="sequential", activation="relu",
                  context_dim=0, scale_bound=3.0, sequential="fast", residual=False, rng=None, dtype=np.float64):
@@ -148,9 +149,10 @@ class _Autoregressive(Transform):
     @property
     def min_shard_rows(self):
         """Rows per worker below which splitting a batch does not pay (``nfcore.threads.workers_for``;
-        measured: benchmarks/RESULTS.md, "Worker threads"): 128 where the shards take the fused
-        kernels, 1024 op by op (wide or residual MADEs)."""
-        return 128 if self.fused is not False and narrow(self.made.layers, self.made.residual) else 1024
+        measured: benchmarks/RESULTS.md, "Session 11"): 256 where the shards take the fused kernels
+        (MAF D=8 at batch 256: one fused worker 2.19-2.33 ms a step, two 2.33-2.37), 1024 op by op
+        (wide or residual MADEs)."""
+        return 256 if self.fused is not False and narrow(self.made.layers, self.made.residual) else 1024
 
     def _check(self, x):
         if x.ndim != 2 or x.shape[1] != self.dim:
