@@ -8,11 +8,19 @@ batch 64, 256 and 1024, it reports per training step (zero grads, loss_and_grad,
   cost (measured on an empty op) for every call;
 - **step**: the step's time unwrapped, the median of the rounds (paths interleaved).
 
+Each path runs in a process of its own, the processes alternating round by round: the fused
+kernels call scipy's OpenBLAS (numba's ``np.dot``), the op-by-op path numpy's, and interleaving the
+two libraries' thread pools in one process made both paths look 1.3-1.8x slower
+(benchmarks/RESULTS.md, "Session 11").
+
     python benchmarks/bench_fused.py [--quick] [--rounds R]
 """
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -31,7 +39,7 @@ BATCHES = [64, 256, 1024]
 
 
 def set_path(fused):
-    """True: every fused kernel that applies (MAF included, which otherwise fuses on shards only)."""
+    """True: every fused kernel that applies (the default); False: the op-by-op path."""
     Coupling.fused = fused
     _Autoregressive.fused = fused
 
@@ -90,49 +98,60 @@ def wrapper_cost(n=20000):
     return max(0.0, wrapped - plain)
 
 
-def run(rounds, min_time):
-    cost = wrapper_cost()
-    print(f"per training step, float32, one worker; step: median of {rounds} rounds (paths interleaved)"
-          + ("" if rounds >= MIN_ROUNDS else f" (a smoke run: under {MIN_ROUNDS} rounds)"))
-    print("| model | batch | path | calls | Python | step | fused speed-up |")
-    print("|---|---|---|---|---|---|---|")
+def measure(fused, min_time, detail):
+    """One round of one path, in this process: {(label, batch): [step seconds, calls, Python seconds]}."""
+    set_path(fused)
+    cost = wrapper_cost() if detail else 0.0
+    out = {}
     for label, cfg in MODELS.items():
         flow = nfcore.build({**cfg, "dtype": "float32"})
         opt = nfcore.Adam(flow.parameters(), lr=1e-4)
         for batch in BATCHES:
             x = np.random.default_rng(0).normal(size=(batch, cfg["dim"])).astype(np.float32)
 
-            def step(fused, x=x, flow=flow, opt=opt):
-                set_path(fused)
+            def step(x=x, flow=flow, opt=opt):
                 opt.zero_grad()
                 flow.loss_and_grad(x, workers=1)
                 opt.step()
 
-            detail = {}
-            for fused in (False, True):
-                for _ in range(3):
-                    step(fused)
+            for _ in range(3):
+                step()
+            calls = python = None
+            if detail:
                 with OpClock() as clock:
                     reps = 50
                     t0 = time.perf_counter()
                     for _ in range(reps):
-                        step(fused)
+                        step()
                     wall = time.perf_counter() - t0
-                detail[fused] = (clock.calls / reps, (wall - clock.inside - cost * clock.calls) / reps)
-            times = {False: [], True: []}
-            for _ in range(rounds):
-                for fused in (False, True):
-                    time.sleep(0.1)
-                    times[fused].append(timeit(lambda f=fused: step(f), min_time))
-            med = {k: statistics.median(v) for k, v in times.items()}
-            for fused in (False, True):
-                calls, python = detail[fused]
-                path = "fused" if fused else "op by op"
-                speed = f"{med[False] / med[True]:.2f}x" if fused else ""
-                print(f"| {label} | {batch} | {path} | {calls:.0f} | {python * 1e3:.3f} ms | "
-                      f"{med[fused] * 1e3:.3f} ms | {speed} |", flush=True)
-    set_path(True)
-    Coupling.fused, _Autoregressive.fused = True, "auto"
+                calls, python = clock.calls / reps, (wall - clock.inside - cost * clock.calls) / reps
+            out[f"{label}|{batch}"] = [timeit(step, min_time), calls, python]
+    return out
+
+
+def run(rounds, min_time):
+    print(f"per training step, float32, one worker; step: median of {rounds} rounds (paths interleaved, "
+          "one process each)" + ("" if rounds >= MIN_ROUNDS else f" (a smoke run: under {MIN_ROUNDS} rounds)"))
+    print("| model | batch | path | calls | Python | step | fused speed-up |")
+    print("|---|---|---|---|---|---|---|")
+    rounds_of = {False: [], True: []}
+    for r in range(rounds):
+        for fused in (False, True):
+            time.sleep(0.1)
+            cmd = [sys.executable, __file__, "--measure", "fused" if fused else "op", "--min-time", str(min_time)]
+            if r == 0:
+                cmd.append("--detail")
+            rounds_of[fused].append(json.loads(subprocess.run(cmd, check=True, capture_output=True,
+                                                              text=True).stdout.splitlines()[-1]))
+    for key in rounds_of[False][0]:
+        label, batch = key.split("|")
+        med = {f: statistics.median(rd[key][0] for rd in rounds_of[f]) for f in (False, True)}
+        for fused in (False, True):
+            _, calls, python = rounds_of[fused][0][key]
+            path = "fused" if fused else "op by op"
+            speed = f"{med[False] / med[True]:.2f}x" if fused else ""
+            print(f"| {label} | {batch} | {path} | {calls:.0f} | {python * 1e3:.3f} ms | "
+                  f"{med[fused] * 1e3:.3f} ms | {speed} |", flush=True)
 
 
 def main(argv=None):
@@ -140,7 +159,12 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="one round, short timings (a smoke run)")
     p.add_argument("--rounds", type=int, default=MIN_ROUNDS)
     p.add_argument("--min-time", type=float, default=0.3)
+    p.add_argument("--measure", choices=["op", "fused"], help=argparse.SUPPRESS)  # one round of one path
+    p.add_argument("--detail", action="store_true", help=argparse.SUPPRESS)  # with calls and Python time
     args = p.parse_args(argv)
+    if args.measure:
+        print(json.dumps(measure(args.measure == "fused", args.min_time, args.detail)))
+        return None
     if args.quick:
         return run(1, 0.05)
     return run(args.rounds, args.min_time)
