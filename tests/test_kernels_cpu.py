@@ -245,14 +245,14 @@ def test_adam_keeps_moments_normal(rng, dtype):
 def test_weight_gradient_in_row_blocks(rng, rows):
     """The weight gradient summed over row blocks (below OpenBLAS's small-matrix size) equals the
     one product, plain and masked, and the op-by-op and fused paths choose it alike."""
-    from nfcore.kernels.dense.cpu import block_rows, tn_acc, tn_acc_masked
+    from nfcore.kernels.dense.cpu import block_rows, tn_acc
 
     assert block_rows(1000, 64, 64) == 240 and block_rows(200, 64, 64) == 200 and block_rows(4096, 128, 128) == 4096
     a, b = rng.normal(size=(rows, 64)), rng.normal(size=(rows, 64))
     mask = (rng.random((64, 64)) < 0.5).astype(np.float64)
     out, outm, ref = np.ones((64, 64)), np.ones((64, 64)), np.ones((64, 64))
-    tn_acc(a, b, out, np.empty((64, 64)))
-    tn_acc_masked(a, b, mask, outm, np.empty((64, 64)))
+    tn_acc(a, b, mask, False, out, np.empty((64, 64)))
+    tn_acc(a, b, mask, True, outm, np.empty((64, 64)))
     cpu.matmul_tn_acc(a, b, ref)
     np.testing.assert_allclose(out, 1 + a.T @ b, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(outm, 1 + (a.T @ b) * mask, rtol=1e-12, atol=1e-12)

@@ -91,9 +91,9 @@ def block_rows(n, k, m):
 
 
 @_jit
-def tn_acc(a, b, out, tmp):
-    """out += a.T @ b, (N, K).T @ (N, M), as a sum over blocks of ``block_rows`` rows (tmp: scratch
-    shaped like out)."""
+def tn_acc(a, b, mask, masked, out, tmp):
+    """out += a.T @ b, (N, K).T @ (N, M), times ``mask`` (K, M) when ``masked`` (a masked weight's
+    gradient), as a sum over blocks of ``block_rows`` rows (tmp: scratch shaped like out)."""
     n = a.shape[0]
     rows = block_rows(n, a.shape[1], b.shape[1])
     kk, m = out.shape
@@ -102,21 +102,7 @@ def tn_acc(a, b, out, tmp):
         np.dot(a[s:e].T, b[s:e], tmp)
         for i in range(kk):
             for j in range(m):
-                out[i, j] += tmp[i, j]
-
-
-@_jit
-def tn_acc_masked(a, b, mask, out, tmp):
-    """out += (a.T @ b) * mask, as ``tn_acc`` does it: a masked weight's gradient."""
-    n = a.shape[0]
-    rows = block_rows(n, a.shape[1], b.shape[1])
-    kk, m = out.shape
-    for s in range(0, n, rows):
-        e = min(n, s + rows)
-        np.dot(a[s:e].T, b[s:e], tmp)
-        for i in range(kk):
-            for j in range(m):
-                out[i, j] += tmp[i, j] * mask[i, j]
+                out[i, j] += tmp[i, j] * mask[i, j] if masked else tmp[i, j]
 
 
 @cpu_op

@@ -23,7 +23,7 @@ from numba.extending import overload
 from .._scalar import ACT_IDENTITY, ACT_RELU, act_fwd, act_vjp
 from ..coupling.cpu import _affine_fwd_bwd32, _affine_inv_bwd32, _affine_map, _affine_map32, _affine_map_vjp
 from ..coupling.math import additive_bwd_row, additive_row
-from ..dense.cpu import block_rows, tn_acc, tn_acc_masked
+from ..dense.cpu import block_rows, tn_acc
 from ..registry import cpu_only_kernel
 
 _jit = njit(cache=True, nogil=True, error_model="numpy")  # the helpers (not ops): compiled as the ops are
@@ -108,10 +108,7 @@ def _dense_act_vjp(g, y, a, w, mask, masked, code, alpha, dw, db, da):
     for j in range(m):
         db[j] += acc[j]
     tmp = np.empty(dw.shape, dtype=dw.dtype)
-    if masked:
-        tn_acc_masked(a, g, mask, dw, tmp)
-    else:
-        tn_acc(a, g, dw, tmp)
+    tn_acc(a, g, mask, masked, dw, tmp)
     np.dot(g, w.T, da)
 
 
