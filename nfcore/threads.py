@@ -7,6 +7,13 @@ Two kinds of threads run nfcore's CPU work:
   GIL, so W workers keep W cores busy. While they run, BLAS is held at one thread each.
 * **BLAS threads** inside each GEMM, when one worker runs.
 
+``blas_now()`` tells which count a GEMM runs with at the moment: the fused kernels cut their
+forward products into row blocks below OpenBLAS's small-matrix size only when it is one (faster
+on one thread, slower than a product BLAS splits across threads). Numba's ``np.dot`` (the fused
+kernels) and numpy's ``@`` (the op-by-op path) reach two different OpenBLAS libraries, each with
+its own thread pool: alternating between them with several threads makes the pools fight
+(benchmarks/RESULTS.md, "Session 11"), so each path keeps to its own.
+
 ``set_num_threads(n)`` is the one setting: nfcore uses at most n cores, as n BLAS threads when one
 worker runs or as up to n workers of one BLAS thread each. How many workers a call gets is
 ``workers_for``: one per ``MIN_SHARD_ROWS`` rows, at most n (small batches stay on one worker,

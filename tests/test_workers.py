@@ -190,3 +190,18 @@ def test_worker_count_choice(monkeypatch):
     with pytest.raises(ConfigError, match="CUDA"):
         threads.workers_for(100, workers=2, device="cuda")
     assert threads.workers_for(100_000, device="cuda") == 1
+
+
+def test_blas_now_follows_the_workers_limit():
+    """Inside the workers' BLAS limit the fused kernels see one thread (their forward products go
+    by row blocks); outside it, the count the CPU ops plan with."""
+    from nfcore.threads import blas_limit, blas_now, blas_threads
+
+    outside = blas_now()
+    assert outside == blas_threads()
+    with blas_limit(1):
+        assert blas_now() == 1
+        with blas_limit(2):
+            assert blas_now() == 2
+        assert blas_now() == 1
+    assert blas_now() == outside
