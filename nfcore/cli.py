@@ -154,6 +154,14 @@ def build_parser():
                    help=".npy, .csv or .txt file (exactly the name given), or .png for an image grid; "
                         "default prints CSV")
 
+    for command in (lp, s):
+        command.add_argument("--threads", type=_at_least(1), default=None,
+                             help="cores to use: BLAS threads of one worker, or at most this many workers "
+                                  "(default: all)")
+        command.add_argument("--workers", type=_at_least(1), default=None,
+                             help="worker threads, each on a share of every chunk's rows (default: chosen from "
+                                  "the chunk size and --threads; the values do not depend on it)")
+
     i = sub.add_parser("info", help="architecture, parameter count and training summary of a checkpoint")
     i.add_argument("model")
     for command in (t, lp, s, i):
@@ -290,6 +298,14 @@ def _resume_epochs(args, given):
     return planned - done
 
 
+def _use_threads(args):
+    """``--threads``: at most that many cores (``nfcore.set_num_threads``)."""
+    if args.threads is not None:
+        from .threads import set_num_threads
+
+        set_num_threads(args.threads)
+
+
 def cmd_train(args, out=print):
     from . import models, tabular
     from .data import ENTROPY, IMAGE_DATASETS, TOY_DENSITIES, load_data, sample_toy, standardization
@@ -297,10 +313,7 @@ def cmd_train(args, out=print):
     from .train import evaluate_nll, fit
 
     epochs_given = args.epochs is not None or args.steps is not None
-    if args.threads is not None:
-        from .threads import set_num_threads
-
-        set_num_threads(args.threads)
+    _use_threads(args)
     if args.flow == "iaf":
         raise ConfigError(
             "an IAF's density direction is sequential and has no gradient, so it cannot be fitted to data by "
@@ -504,6 +517,7 @@ def cmd_logprob(args, out=print):
     from .errors import DataError
     from .train import load
 
+    _use_threads(args)
     flow = load(args.model, allow_large=args.allow_large)
     shape, levels = _image_config(flow)
     if shape is not None:
@@ -523,7 +537,7 @@ def cmd_logprob(args, out=print):
             bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
             if bad.any():
                 raise DataError(f"{args.input}: NaN or inf in row {start + int(np.argmax(bad))}")
-            lp = np.asarray(flow.log_prob(x.astype(flow.dtype)), dtype=np.float64)
+            lp = np.asarray(flow.log_prob(x.astype(flow.dtype), workers=args.workers), dtype=np.float64)
             if np.isnan(lp).any():
                 raise DataError(f"the model gives NaN for row {start + int(np.argmax(np.isnan(lp)))} of "
                                 f"{args.input}; is the model sound (nfcore info)?")
@@ -551,6 +565,7 @@ def cmd_sample(args, out=print):
     from .errors import DataError
     from .train import load
 
+    _use_threads(args)
     flow = load(args.model, allow_large=args.allow_large)
     shape, levels = _image_config(flow)
     rng = np.random.default_rng(args.seed)
@@ -561,7 +576,7 @@ def cmd_sample(args, out=print):
             raise ConfigError(f"a PNG grid of {args.n} images is too large to view; at most 1024 (-n)")
         from .plot import save_image_grid
 
-        x = np.asarray(flow.sample(args.n, seed=rng, temperature=args.temperature))
+        x = np.asarray(flow.sample(args.n, seed=rng, temperature=args.temperature, workers=args.workers))
         if not save_image_grid(x, args.output, levels):
             raise ConfigError("writing a PNG needs matplotlib: pip install 'nfcore[plot]'")
         out(f"wrote a grid of {x.shape[0]} samples to {args.output}")
@@ -570,7 +585,7 @@ def cmd_sample(args, out=print):
           else contextlib.nullcontext()) as writer:
         for start in range(0, args.n, CHUNK_ROWS):
             m = min(CHUNK_ROWS, args.n - start)
-            x = np.asarray(flow.sample(m, seed=rng, temperature=args.temperature))
+            x = np.asarray(flow.sample(m, seed=rng, temperature=args.temperature, workers=args.workers))
             if not np.all(np.isfinite(x)):
                 raise DataError("the model produced NaN or inf samples (an overflow in its inverse); try a lower "
                                 "--temperature")

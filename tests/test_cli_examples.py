@@ -38,8 +38,15 @@ def test_train_logprob_sample_info(tmp_path, capsys):
     assert rc == 0
     lp = np.load(tmp_path / "lp.npy")
     np.testing.assert_allclose(lp, nfcore.load(run / "model.npz").log_prob(x.astype(np.float32)), rtol=1e-6)
+    rc, out, _ = _run(["logprob", run / "model.npz", tmp_path / "x.npy", "--workers", 2], capsys)
+    assert rc == 0
+    np.testing.assert_allclose(np.array(out.split(), dtype=float), lp, rtol=1e-6, atol=1e-6)
     rc, out, _ = _run(["sample", run / "model.npz", "-n", 4, "--seed", 1], capsys)
     assert rc == 0 and len(out.strip().splitlines()) == 4
+    rc, out2, _ = _run(["sample", run / "model.npz", "-n", 4, "--seed", 1, "--workers", 2], capsys)
+    assert rc == 0  # the base noise is drawn before the split: the same samples on two workers
+    two, one = (np.loadtxt(o.splitlines(), delimiter=",") for o in (out2, out))
+    np.testing.assert_allclose(two, one, atol=2e-6)
     rc, out, _ = _run(["sample", run / "model.npz", "-n", 9, "--output", tmp_path / "s.npy"], capsys)
     assert np.load(tmp_path / "s.npy").shape == (9, 2)
     rc, out, _ = _run(["info", run / "model.npz"], capsys)
