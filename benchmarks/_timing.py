@@ -1,7 +1,8 @@
 """Timing helpers shared by the benchmark scripts (run them as scripts: this folder is on sys.path).
 
 Every comparison here follows one protocol: libraries interleaved round by round, a pause
-before each timing so the previous library's spinning thread pools go idle, at least
+before each timing so the previous library's spinning thread pools go idle, then one untimed
+call (``timeit``: the first call after a pause runs on cold memory), at least
 ``MIN_ROUNDS`` rounds, and the **median** round reported (the best round hides the noise a user
 sees); every library runs with the same number of threads, printed in the table's header.
 """
@@ -17,7 +18,17 @@ MIN_ROUNDS = 5
 
 
 def timeit(fn, min_time):
-    """Seconds per call of fn, repeated for at least min_time."""
+    """Seconds per call of fn, repeated for at least min_time, after one untimed call.
+
+    The untimed call: the protocol pauses before every timing (so that the previous library's
+    spinning thread pools go idle), and on a VM the first call after a pause runs on cold
+    memory. After 2 s idle a MAF D=8 step at batch 4096 took 52-66 ms against 18-30 ms for the
+    next ones; its zero_grad (a 400 KB fill, 12 us otherwise) took 5 ms, and 30 GEMMs of numpy
+    alone 40 against 17 ms. The cost grows with the memory a call touches, not with its work:
+    charged to one 0.3 s timing it moved our MAF ratio against FlowJAX by up to 25% between
+    runs (benchmarks/RESULTS.md, "Session 12"). A training loop does not pause between steps,
+    so every library is timed warm, the same way."""
+    fn()
     n = 0
     t0 = time.perf_counter()
     while True:

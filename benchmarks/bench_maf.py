@@ -30,6 +30,7 @@ def _medians(fns, rounds):
     for _ in range(rounds):
         for name, fn in fns.items():
             time.sleep(0.2)  # let other libraries' spinning thread pools go idle
+            fn()  # untimed: the first call after a pause runs on cold memory (_timing.timeit)
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
