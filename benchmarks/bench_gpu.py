@@ -1,6 +1,8 @@
 """GPU throughput: the RealNVP training step on the GPU against the same step on the CPU,
 and against zuko on the same GPU when torch with CUDA is installed; then Glow, MAF and a
-residual flow, GPU against CPU; then MAF sampling (the fast sequential kernel), GPU against CPU.
+residual flow, GPU against CPU; then MAF sampling (the fast sequential kernel), GPU against CPU;
+then the fused layer kernels (``kernels.fused.cuda``, what narrow couplings and MADEs run on a
+GPU) against the op-by-op path on the same GPU.
 
     python benchmarks/bench_gpu.py [--quick]
 
@@ -92,6 +94,32 @@ def model_step(config, batch, device):
     return step
 
 
+#: the fused layers against op by op on the GPU: (label, config, batches)
+FUSED = [
+    ("RealNVP D=2, 8 x 2x64", {"flow": "realnvp", "dim": 2, "layers": 8, "hidden": [64, 64]}, (256, 4096, 65536)),
+    ("MAF D=8, 5 x MADE 2x128", {"flow": "maf", "dim": 8, "layers": 5, "hidden": [128, 128]}, (256, 4096, 65536)),
+]
+
+
+def fused_step(config, batch, fused):
+    """A training step on the GPU with every layer's ``fused`` set (False: op by op)."""
+    flow = nfcore.build(dict(config, dtype="float32")).to("cuda")
+    for t in flow.transform.transforms:
+        if hasattr(t, "fused"):
+            t.fused = fused
+    opt = nfcore.Adam(flow.parameters(), lr=1e-4)
+    from numba import cuda
+
+    x = cuda.to_device(np.random.default_rng(0).normal(size=(batch, *flow.shape)).astype(np.float32))
+
+    def step():
+        opt.zero_grad()
+        flow.loss_and_grad(x)
+        opt.step()
+
+    return step
+
+
 def zuko_step(d, hidden, layers, batch):
     import torch
     import zuko
@@ -168,6 +196,20 @@ def main(argv=None):
         tc = statistics.median(_time(fns["cpu"], min_time) for _ in range(args.rounds)) if batch <= 4096 else None
         cpu_cells = f"{batch / tc:,.0f} | {tc / tg:.2f}x" if tc else "- | -"
         print(f"| {batch} | {batch / tg:,.0f} | {cpu_cells} |", flush=True)
+    print()
+    print("Fused layer kernels on the GPU against op by op, training step, float32, samples/s (median of rounds,")
+    print("the two interleaved)")
+    print("| model | batch | fused | op by op | fused / op by op |")
+    print("|---|---|---|---|---|")
+    for label, config, batches in FUSED:
+        for batch in batches:
+            fns = {f: fused_step(config, batch, f) for f in (True, False)}
+            res = {True: [], False: []}
+            for _ in range(args.rounds):
+                for f, fn in fns.items():
+                    res[f].append(_time(fn, min(min_time, 0.3), _sync))
+            tf, to = statistics.median(res[True]), statistics.median(res[False])
+            print(f"| {label} | {batch} | {batch / tf:,.0f} | {batch / to:,.0f} | {to / tf:.2f}x |", flush=True)
     return 0
 
 

@@ -97,7 +97,7 @@ HOST_OPS = ("name", "empty", "zeros", "asarray", "to_host", "copy", "reshape")
 SEPARATE_OPS = ("ar_sequential",)
 #: every check the script reports on: one per public op name, the name list itself, the fast
 #: sequential kernel of MADE layers (MAF/IAF passes, the prior's sampling), the flows
-TWIN_OPS = [name for name in cpu.__all__ if name not in registry.cpu_only()]  # the fused layers: CPU only
+TWIN_OPS = [name for name in cpu.__all__ if name not in registry.cpu_only()]  # the fused runs: CPU only
 CHECKS = ["name", *TWIN_OPS, "public_names", *FLOW_CHECKS]
 
 DTYPES = (np.float32, np.float64)
@@ -130,15 +130,26 @@ def _err(got, want):
 # -- op checks -------------------------------------------------------------------------------
 
 
+def _each(a, fn):
+    """fn(a) for an array, a tuple of fn of each array for a tuple of arrays (a fused layer's
+    weights), a itself otherwise (scalars)."""
+    if isinstance(a, np.ndarray):
+        return fn(a)
+    if isinstance(a, tuple) and a and all(isinstance(e, np.ndarray) for e in a):
+        return tuple(fn(e) for e in a)
+    return a
+
+
 def run_op(dev, name, variants, dt):
     """Max error of one op over its variants (each on fresh copies on both sides)."""
     worst, where = 0.0, ""
     for label, args, outs in variants:
-        host = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
-        on_dev = [dev.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
+        host = [_each(a, np.copy) for a in args]
+        on_dev = [_each(a, dev.asarray) for a in args]
         want = getattr(cpu, name)(*host)
         got = getattr(dev, name)(*on_dev)
-        errs = [_err(dev.to_host(on_dev[k]), host[k]) for k in outs]
+        errs = [_err(_each(on_dev[k], dev.to_host), host[k]) if not isinstance(host[k], tuple) else
+                max((_err(dev.to_host(g), w) for g, w in zip(on_dev[k], host[k])), default=0.0) for k in outs]
         if want is not None or got is not None:
             errs.append(_err(got, want) if isinstance(got, float) else math.inf)
         e = max(errs)

@@ -24,8 +24,8 @@ def _parity_script():
 
 
 def test_every_op_has_a_cuda_twin():
-    """Except the CPU-only ones (the fused layer kernels; their reference is the op-by-op path,
-    compared in tests/test_contract.py and tests/test_workers.py)."""
+    """Except the CPU-only ones (the fused runs of coupling layers; their reference is the op-by-op
+    path, compared in tests/test_contract.py and tests/test_workers.py)."""
     cpu_ops = registry.ops("cpu")
     cuda_ops = registry.ops("cuda")  # imports the CUDA modules; launches nothing, needs no GPU
     assert sorted(set(cpu_ops) - set(registry.cpu_only())) == sorted(cuda_ops)

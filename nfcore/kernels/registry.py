@@ -8,8 +8,8 @@ run on (``parity_cases``, see ``nfcore.kernels.parity``): an op lives in those t
 is built) and returns a ``Backend``: an object whose attributes are the ops, the one that
 layers get from ``backend_of(array)``. No list of op names is kept by hand;
 ``tests/test_registry.py`` fails when an op has no twin on the other backend or no parity
-case, unless it is recorded as CPU-only (``cpu_only_kernel``: the fused layer kernels, which
-have the op-by-op path as their reference instead).
+case, unless it is recorded as CPU-only (``cpu_only_kernel``: the fused runs of coupling layers,
+which have the op-by-op path as their reference instead).
 """
 
 import importlib
@@ -46,8 +46,9 @@ def cpu_kernel(fn):
 
 
 def cpu_only_kernel(fn):
-    """``cpu_kernel`` of an op that has no CUDA twin by design: the fused layer kernels, which
-    layers call on CPU arrays only (on a GPU they run op by op). ``cpu_only()`` lists them."""
+    """``cpu_kernel`` of an op that has no CUDA twin by design: the fused runs of coupling layers
+    (``fused.cpu.chain_map``), which layers call on CPU arrays only (on a GPU each layer takes
+    ``net_map``'s twin). ``cpu_only()`` lists them."""
     op = cpu_kernel(fn)
     _CPU_ONLY.add(fn.__name__)
     return op

@@ -26,8 +26,9 @@ def narrow(layers, residual):
 
 
 def fusable(layers, residual, x):
-    """The fused kernels apply: a CPU array and a ``narrow`` network."""
-    return backend_of(x).name == "cpu" and narrow(layers, residual)
+    """The fused kernels apply: a ``narrow`` network (on the CPU or, one layer per call, on a GPU:
+    ``kernels.fused.cuda``)."""
+    return narrow(layers, residual)
 
 
 def _blocked():
@@ -50,7 +51,7 @@ def net_map(x, context, idx_a, idx_b, layers, masked, bound, affine, expand, nee
     ops = backend_of(x)
     n, dtype = x.shape[0], x.dtype
     ws = tuple(lay.weight.data for lay in layers)
-    buf = ops.empty((net_size(n, ws),), dtype)
+    buf = ops.empty((n * (ws[0].shape[0] + sum(w.shape[1] for w in ws)),), dtype)  # fused.cpu.net_size, any backend
     out = ops.empty(x.shape, dtype)
     logdet = ops.empty((n,), dtype)
     ls = ops.empty((n, idx_b.shape[0] if affine else 0), dtype)
@@ -160,7 +161,7 @@ def _run_key(t, x):
     from .coupling import AdditiveCoupling, AffineCoupling
 
     if not (type(t) in (AffineCoupling, AdditiveCoupling) and t.fused and not overridden(t)
-            and fusable(t.net.linears, t.net.residual, x)):
+            and backend_of(x).name == "cpu" and fusable(t.net.linears, t.net.residual, x)):  # chain_map: CPU only
         return None
     lin = t.net.linears[0]
     return (type(t), len(t.net.linears), lin.act_code, lin.alpha, getattr(t, "scale_bound", None), t.context_dim)

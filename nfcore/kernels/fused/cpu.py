@@ -24,7 +24,7 @@ from .._scalar import ACT_IDENTITY, ACT_RELU, act_fwd, act_vjp
 from ..coupling.cpu import _affine_fwd_bwd32, _affine_inv_bwd32, _affine_map, _affine_map32, _affine_map_vjp
 from ..coupling.math import additive_bwd_row, additive_row
 from ..dense.cpu import block_rows, tn_acc
-from ..registry import cpu_only_kernel
+from ..registry import cpu_kernel, cpu_only_kernel
 
 _jit = njit(cache=True, nogil=True, error_model="numpy")  # the helpers (not ops): compiled as the ops are
 
@@ -197,7 +197,7 @@ def _net_vjp(dout, dlogdet, x, idx_a, idx_b, ws, masks, masked, code, alpha, bou
             din[i, idx_a[k]] += dxa[i, k]
 
 
-@cpu_only_kernel
+@cpu_kernel
 def net_map(x, context, idx_a, idx_b, ws, bs, masks, masked, weff, code, alpha, bound, affine, expand, flat,
             blocked, buf, out, logdet, ls):
     """A conditioned layer in one call: h = net([x_a, context]), then the element-wise map of x by h.
@@ -212,7 +212,7 @@ def net_map(x, context, idx_a, idx_b, ws, bs, masks, masked, weff, code, alpha, 
              blocked, buf, np.int64(0), out, logdet, ls)  # np.int64: not a literal 0 (a second compiled signature)
 
 
-@cpu_only_kernel
+@cpu_kernel
 def net_map_vjp(dout, dlogdet, x, idx_a, idx_b, ws, masks, masked, code, alpha, bound, affine, expand, flat, buf,
                 ls, gbuf, din, dws, dbs):
     """The VJP of ``net_map`` (x: the data side, the map's input when expand, its output
