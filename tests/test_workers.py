@@ -192,6 +192,19 @@ def test_worker_count_choice(monkeypatch):
     assert threads.workers_for(100_000, device="cuda") == 1
 
 
+def test_shard_size_follows_the_fused_switch(monkeypatch):
+    """A flow's rows per worker come from its layers' current paths: switching a MADE to op by op
+    after the build raises them (256 fused, 1024 op by op), so batch 512 stays on one worker."""
+    monkeypatch.setattr(threads, "_budget", 2)
+    flow = nfcore.build({"flow": "maf", "dim": 4, "layers": 2, "hidden": [8, 8]})
+    assert flow._shard_rows == 256 and threads.workers_for(512, None, "cpu", flow._shard_rows) == 2
+    for t in flow.transform.transforms:
+        t.fused = False
+    assert flow._shard_rows == 1024 and threads.workers_for(512, None, "cpu", flow._shard_rows) == 1
+    flow.transform.transforms[0].fused = True
+    assert flow._shard_rows == 256
+
+
 def test_blas_now_follows_the_workers_limit():
     """Inside the workers' BLAS limit the fused kernels see one thread (their forward products go
     by row blocks); outside it, the count the CPU ops plan with."""

@@ -79,11 +79,24 @@ class Flow(Module):
         self._dtype = Module.dtype.fget(self) or np.dtype(np.float64)
         self._device = Module.device.fget(self)
         self._workers = None  # worker threads and replicas (nfcore.parallel), made on first use
-        rows = [m.min_shard_rows for m in self._module_list if m.min_shard_rows is not None]
-        # the layers that do most of the work per row decide (a Glow's first scale, not its last)
-        self._shard_rows = min(rows) if rows else MIN_SHARD_ROWS
+        # the layers whose shard size follows their ``fused`` switch, which a user may flip later
+        # (a dict too: a tuple of modules would be walked as children)
+        self._switches = dict.fromkeys(m for m in self._module_list if hasattr(type(m), "fused"))
+        self._shard_key = None
         if self.config is not None and "dtype" in self.config:
             self.config["dtype"] = self._dtype.name  # a checkpoint rebuilds what is there now
+
+    @property
+    def _shard_rows(self):
+        """Rows per worker below which a call stays on fewer workers: the smallest of the layers'
+        ``min_shard_rows`` (the layers that do most of the work per row decide: a Glow's first
+        scale, not its last). Recomputed when a layer's ``fused`` switch has changed since."""
+        key = tuple(m.fused for m in self._switches)
+        if key != self._shard_key:
+            rows = [m.min_shard_rows for m in self._module_list if m.min_shard_rows is not None]
+            self._shard_rows_now = min(rows) if rows else MIN_SHARD_ROWS
+            self._shard_key = key
+        return self._shard_rows_now
 
     def extra_repr(self) -> str:
         family = [self.config["flow"]] if self.config and "flow" in self.config else []
