@@ -346,11 +346,15 @@ class Flow(Module):
 
     def reverse_kl_loss_and_grad(self, log_target: Callable[[np.ndarray], tuple[ArrayLike, ArrayLike]], n: int,
                                  seed: int | np.random.Generator | None = None,
-                                 context: ArrayLike | Array | None = None) -> float:
+                                 context: ArrayLike | Array | None = None, workers: int | None = None) -> float:
         """Reverse KL to an unnormalised density: E_q[log q(x) - log p~(x)], x = f^{-1}(u), u ~ base.
 
-        ``log_target(x) -> (log p~(x) (N,), d log p~ / dx (N, ...))`` on host arrays.
-        Returns the loss estimate (a float; it equals KL(q || p) - log Z). Accumulates gradients.
+        ``log_target(x) -> (log p~(x) (N,), d log p~ / dx (N, ...))`` on host arrays, called once
+        on the whole batch. Returns the loss estimate (a float; it equals KL(q || p) - log Z).
+        Accumulates gradients. ``workers``: worker threads for the sampling direction and its
+        VJP, each on a contiguous shard of the rows (None: chosen from n and the cores, as
+        ``loss_and_grad``); the base noise is drawn first, so the loss and the gradient do not
+        depend on it (to rounding), and the same W gives the same bits.
         """
         rng = self._rng(seed)
         n = int(n)
@@ -358,7 +362,14 @@ class Flow(Module):
         dtype = self._param_dtype()
         u, rcache = self.base.rsample(n, rng, dtype, self.device)
         lp_u, bcache = self.base.log_prob(u, need_grad=True)
-        x, ld, cache = self.transform.inverse(u, context, need_grad=True)
+        count = workers_for(n, workers, self.device, self._shard_rows)
+        shards = count > 1 and not any(m.whole_batch_pending() for m in self._module_list)
+        if shards:
+            for m in self._module_list:
+                m.before_shards()
+            x, ld, cache = self._sharded_inverse_with_grad(u, context, count)
+        else:
+            x, ld, cache = self.transform.inverse(u, context, need_grad=True)
         ops = backend_of(x)
         lt, gt = log_target(np.asarray(ops.to_host(x)))
         lt = np.asarray(lt, dtype=np.float64)
@@ -371,9 +382,44 @@ class Flow(Module):
         dx = ops.asarray(np.ascontiguousarray(-gt / n, dtype=dtype))
         dld = ops.zeros((n,), dtype)
         ops.add_scalar(dld, -1.0 / n)
-        du = self.transform.backward(dx, dld, cache)
+        du = self._sharded_backward(dx, dld, cache, count) if shards else self.transform.backward(dx, dld, cache)
         dlp = ops.zeros((n,), dtype)
         ops.add_scalar(dlp, 1.0 / n)
         ops.iadd(du, self.base.backward(dlp, bcache))
         self.base.rsample_backward(du, rcache)
         return loss
+
+    def _sharded_inverse_with_grad(self, u, context, count):
+        """(x, log|det dx/du|, the shards' caches) of the sampling direction, its rows cut into
+        shards, each kept for ``_sharded_backward`` (the same replicas, the same bounds)."""
+        from ..parallel import shard_bounds
+
+        n = u.shape[0]
+        bounds = shard_bounds(n, count)
+        x = np.empty((n, *self.shape), u.dtype)
+        ld = np.empty((n,), u.dtype)
+
+        def task(replica, w):
+            a, b = bounds[w]
+            xs, lds, cache = replica.transform.inverse(u[a:b], None if context is None else context[a:b],
+                                                       need_grad=True)
+            x[a:b] = xs
+            ld[a:b] = lds
+            return cache
+
+        return x, ld, (bounds, self._worker_pool().run(self, count, task))
+
+    def _sharded_backward(self, dx, dld, cache, count):
+        """d input of ``_sharded_inverse_with_grad``'s call: each shard's VJP on its replica (the
+        gradients into the replicas' buffers, then summed into the flow's in shard order)."""
+        bounds, caches = cache
+        du = np.empty(dx.shape, dx.dtype)
+        pool = self._worker_pool()
+
+        def task(replica, w):
+            a, b = bounds[w]
+            du[a:b] = replica.transform.backward(dx[a:b], dld[a:b], caches[w])
+
+        pool.run(self, count, task)
+        pool.add_grads(count)
+        return du

@@ -437,11 +437,14 @@ def _row_log_probs(flow, x, context=None, batch_size=4096):
 
 def fit_reverse_kl(flow: Flow, log_target: Callable[[np.ndarray], tuple[ArrayLike, ArrayLike]], *, steps: int = 2000,
                    batch_size: int = 256, lr: float = 1e-3, clip_norm: float | None = None, seed: int | None = 0,
-                   log: Callable[[str], object] | None = print, log_every: int = 200) -> np.ndarray:
+                   log: Callable[[str], object] | None = print, log_every: int = 200,
+                   workers: int | None = None) -> np.ndarray:
     """Fit ``flow`` to an unnormalised density by reverse KL; returns the loss per step.
 
     ``log_target(x) -> (log p~(x) (N,), d log p~/dx (N, ...))`` on host arrays. The loss is
-    the Monte-Carlo estimate of ``KL(q || p) - log Z`` (its floor is ``-log Z``).
+    the Monte-Carlo estimate of ``KL(q || p) - log Z`` (its floor is ``-log Z``). ``workers``:
+    worker threads per step (None: chosen from the batch and the cores; see
+    ``Flow.reverse_kl_loss_and_grad``).
     """
     rng = np.random.default_rng(seed)
     optimizer = Adam(flow.parameters(), lr=lr, clip_norm=clip_norm)
@@ -451,7 +454,7 @@ def fit_reverse_kl(flow: Flow, log_target: Callable[[np.ndarray], tuple[ArrayLik
         if i % log_every == 0:
             good = (flow.state_dict(), optimizer.state_dict())  # rolled back to on divergence
         optimizer.zero_grad()
-        loss = flow.reverse_kl_loss_and_grad(log_target, batch_size, rng)
+        loss = flow.reverse_kl_loss_and_grad(log_target, batch_size, rng, workers=workers)
         what = f"the reverse-KL loss became {loss}" if not math.isfinite(loss) else None
         if what is None and not math.isfinite(optimizer.step()):
             what = "the gradient became non-finite"
