@@ -41,7 +41,7 @@ def _blocked():
 
 def _flat(x, idx_b):
     """Every column mapped (MAF, IAF): the float32 map may run as one flat loop (it checks the order)."""
-    return idx_b.shape[0] == x.shape[1] and x.flags.c_contiguous
+    return idx_b.shape[0] == x.shape[1] and x.flags["C_CONTIGUOUS"]  # (a device array's flags are a dict)
 
 
 def net_map(x, context, idx_a, idx_b, layers, masked, bound, affine, expand, need_grad):
