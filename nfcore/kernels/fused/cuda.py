@@ -1,5 +1,5 @@
-"""CUDA fused layers: a conditioner network and its element-wise map in one launch per direction,
-the twins of ``fused.cpu``'s ``net_map`` and ``net_map_vjp``.
+"""CUDA fused layers: a conditioner network and its element-wise map in one launch forward and three
+backward, the twins of ``fused.cpu``'s ``net_map`` and ``net_map_vjp``.
 
 Op by op, a coupling or MADE layer's step on the GPU is ~20 launches per layer (gathers, GEMM
 tiles, bias and activation passes, the map, their VJPs, column sums, scatters), each of a few
@@ -7,22 +7,24 @@ microseconds of launch latency; at the narrow widths the fused path takes (at mo
 ``transforms._fused.FUSED_MAX_WIDTH`` = 128 hidden units) the arithmetic is smaller than that.
 Here:
 
-* ``net_map``: one thread per row runs the whole network for its row (gather of ``[x_a,
-  context]``, every layer's product, bias and activation, the output head) and the map with its
-  log-det (``coupling.math``'s row functions, as the op-by-op kernels); a MADE's masked weights
-  W * M are written first (``elementwise.mask_mul``, one small launch per layer), as the CPU
-  kernel writes them into ``weff`` for the VJP.
-* ``net_map_vjp``: one thread per row runs the map's VJP and every layer's VJP for its row
-  (g <- g phi', then g W^T); then every weight and bias gradient of every layer in two launches:
-  one thread per (parameter element, chunk of ``launch.ROWS_PER_CHUNK`` rows) sums its chunk in
-  row order, one thread per element sums the chunks in chunk order: deterministic, no atomics,
-  the same bits run to run.
+* ``net_map``: one block per tile of ``launch.TILE`` rows runs the whole network for its rows
+  (gather of ``[x_a, context]``, every layer's product, bias and activation, the output head),
+  its threads across each layer's (row, column) outputs with consecutive threads on consecutive
+  columns, so the weight reads coalesce and the input reads broadcast; a barrier between layers;
+  then the map with its log-det per row (``coupling.math``'s row functions, as the op-by-op
+  kernels). A MADE's masked weights W * M are written first (``elementwise.mask_mul``, one small
+  launch per layer), as the CPU kernel writes them into ``weff`` for the VJP.
+* ``net_map_vjp``: the same tiles run the map's VJP per row, then every layer's VJP (g <- g phi',
+  then g W^T, threads across the input columns); then every weight and bias gradient of every
+  layer in two launches: one thread per (parameter element, chunk of ``launch.ROWS_PER_CHUNK``
+  rows) sums its chunk in row order, one thread per element sums the chunks in chunk order:
+  deterministic, no atomics, the same bits run to run.
 
 The layout is the CPU kernels' (``fused.cpu``'s module docstring): the workspace ``buf`` holds the
 network's input and every layer's output, row-major, one after the other; the kernels see them as
-a tuple of 2-D views (``_acts``). The per-row products read each weight element once per row from
-the cache (every thread of a warp reads the same one: a broadcast); a thread's dot products run
-in the dtype of the data. ``flat`` and ``blocked`` are CPU-only hints and are ignored here.
+a tuple of 2-D views (``_acts``). Each output element is one thread's dot product, in the dtype
+of the data. ``flat`` and ``blocked`` are CPU-only hints and are ignored here. Never timed on a
+GPU yet: ``benchmarks/bench_gpu.py`` compares them with the op-by-op path.
 The chained op ``chain_map`` stays CPU-only: on a GPU each layer makes its own calls.
 """
 
