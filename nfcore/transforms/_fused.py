@@ -4,7 +4,6 @@ conditioner network and its element-wise map, shared by coupling layers and MAF/
 from typing import NamedTuple
 
 from ..kernels import backend_of
-from ..kernels.fused.cpu import chain_size, net_size
 from ..threads import blas_now
 
 #: the widest hidden layer the fused kernels take; wider networks run op by op (measured:
@@ -103,6 +102,13 @@ class FusedRun:
         # an optimiser's flattening rebinds them)
         self.weights = tuple(tuple(lin.weight for lin in t.net.linears) for t in self.layers)
         self.biases = tuple(tuple(lin.bias for lin in t.net.linears) for t in self.layers)
+        # the workspaces' elements per row, from the weights' shapes (fixed): per layer its network's
+        # input and outputs (``kernels.fused.cpu.net_size``), its log-det and log-scales; chain_map's
+        # buffer adds every inner x_k (dim each), chain_map_vjp's scratch two rows of dim. Computed
+        # here, not by the Numba ``net_size`` at each call: a call with a tuple of arrays costs ~10 us
+        widths = [ws[0].data.shape[0] + sum(p.data.shape[1] for p in ws) for ws in self.weights]
+        self._run_row = sum(widths) + len(widths) + (sum(t.idx_b.shape[0] for t in self.layers) if self.affine else 0)
+        self._scratch_row = max(widths)
 
     def call(self, x, context, need_grad, expand):
         """(out, logdet, RunCache or None): x_(k+1) = f_k(x_k) through the run's layers (``expand``:
@@ -114,7 +120,7 @@ class FusedRun:
         wss = tuple(tuple(p.data for p in ws) for ws in self.weights)
         idx_as = tuple(t.idx_a for t in self.layers)
         idx_bs = tuple(t.idx_b for t in self.layers)
-        buf = ops.empty((chain_size(n, x.shape[1], idx_bs, wss, self.affine),), dtype)
+        buf = ops.empty((n * (self._run_row + (len(self.layers) - 1) * x.shape[1]),), dtype)
         out = ops.empty(x.shape, dtype)
         logdet = ops.empty((n,), dtype)
         ctx = context if context is not None else ops.empty((n, 0), dtype)
@@ -133,8 +139,7 @@ class FusedRun:
         ops = backend_of(dout)
         n, d = dout.shape
         wss = tuple(tuple(p.data for p in ws) for ws in self.weights)
-        scratch = max(net_size(n, ws) for ws in wss) + 2 * n * d
-        gbuf = ops.empty((scratch,), dout.dtype)
+        gbuf = ops.empty((n * (self._scratch_row + 2 * d),), dout.dtype)
         din = ops.empty(dout.shape, dout.dtype)
         ops.chain_map_vjp(dout, dlogabsdet, cache.x, cache.out, tuple(t.idx_a for t in self.layers),
                           tuple(t.idx_b for t in self.layers), wss, self.code, self.alpha,
@@ -145,13 +150,13 @@ class FusedRun:
 
 
 #: methods a layer in a FusedRun must not override on its instance (a run never calls them)
-_RUN_BYPASSES = ("forward", "inverse", "backward", "_call", "_map", "_map_bwd")
+_RUN_BYPASSES = frozenset(("forward", "inverse", "backward", "_call", "_map", "_map_bwd"))
 
 
 def overridden(t):
-    """Whether the instance ``t`` replaces a method a FusedRun bypasses (a wrapper, a test's patch)."""
-    d = t.__dict__
-    return any(name in d for name in _RUN_BYPASSES)
+    """Whether the instance ``t`` replaces a method a FusedRun bypasses (a wrapper, a test's patch).
+    (Every call's segment key asks it of every layer: a set test, not a loop in Python.)"""
+    return not _RUN_BYPASSES.isdisjoint(t.__dict__)
 
 
 def _run_key(t, x):

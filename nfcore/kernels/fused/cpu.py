@@ -227,25 +227,12 @@ def net_map_vjp(dout, dlogdet, x, idx_a, idx_b, ws, masks, masked, code, alpha, 
              np.int64(0), ls, gbuf, din, dws, dbs)
 
 
-@_jit
-def chain_size(rows, dim, idx_bs, wss, affine):
-    """Elements of a run's workspace (``chain_map``): per layer its input (rows x dim, but the
-    first, which is the caller's), its network's activations, its log-scales and log-det."""
-    size = 0
-    for k in range(len(wss)):
-        if k > 0:
-            size += rows * dim
-        size += net_size(rows, wss[k]) + rows
-        if affine:
-            size += rows * idx_bs[k].shape[0]
-    return size
-
-
 @cpu_only_kernel
 def chain_map(x, context, idx_as, idx_bs, wss, bss, code, alpha, bound, affine, expand, blocked, buf, out, logdet):
     """A run of K coupling layers in one call: layer k maps x_k to x_(k+1) as ``net_map`` does
-    (x_0 = x, x_K = out), logdet = sum_k logdet_k. ``buf`` (``chain_size``) keeps every x_k
-    (k > 0), network activations and log-scales, which ``chain_map_vjp`` reads."""
+    (x_0 = x, x_K = out), logdet = sum_k logdet_k. ``buf`` keeps, per layer, its network's
+    activations (``net_size``), its log-scales (affine) and log-det, and its output x_(k+1) but for
+    the last, which ``chain_map_vjp`` reads (``transforms._fused.FusedRun`` sizes it)."""
     n, d = x.shape
     cur = x
     off = np.int64(0)
