@@ -135,6 +135,25 @@ def test_gpu_run_completes(gpu_run):
     assert gpu_run.returncode == 0, gpu_run.output[-3000:]
 
 
+def test_narrow_flows_take_the_fused_kernels_on_the_device(simulator_run, launch_record):
+    """The device copies of flows with narrow conditioners run the fused layer kernels' CUDA twins
+    (a routing change would leave their parity checks passing on the op-by-op path); a flow with
+    residual conditioners (nice_diag) does not."""
+    import pickle
+
+    assert simulator_run.returncode == 0, simulator_run.output[-3000:]
+    with open(launch_record, "rb") as fh:
+        launches = pickle.load(fh)
+
+    def kernels(label):
+        return {name for _, name, _, _ in launches.get(label, ())}
+
+    fused = {"_net_fwd_kernel", "_net_vjp_rows_kernel", "_net_grads_kernel", "_net_grads_reduce_kernel"}
+    for label in ("realnvp", "realnvp32", "maf", "iaf"):
+        assert fused <= kernels(label), (label, sorted(kernels(label)))
+    assert not fused & kernels("nice_diag")
+
+
 def test_simulator_at_default_launch_settings():
     """One small flow with the real launch settings (128 threads per block, 256-row chunks):
     the shrunk settings above cannot show a kernel that only works when a block is large."""
