@@ -20,13 +20,24 @@ FLOWS = {
     "nice": {"flow": "nice", "dim": 4, "layers": 3, "hidden": [6]},
     "realnvp-permute": {"flow": "realnvp", "dim": 4, "layers": 3, "hidden": [6], "permute": "random"},
     "maf": {"flow": "maf", "dim": 4, "layers": 2, "hidden": [8, 8]},
+    "maf-3-tanh": {"flow": "maf", "dim": 3, "layers": 3, "hidden": [6], "activation": "tanh"},
+    "iaf": {"flow": "iaf", "dim": 4, "layers": 3, "hidden": [8, 8], "base": "diag"},
+    "maf-context": {"flow": "maf", "dim": 3, "layers": 2, "hidden": [6], "context_dim": 2},
 }
 
 
+def _gaussian_target(x):
+    return -0.5 * np.sum(x**2, axis=1), -x
+
+
 def _everything(flow, x, c, rng):
-    """Loss, every gradient, log p and a seeded sample with its log p, as one list of arrays."""
+    """Loss, every gradient, log p and a seeded sample with its log p, as one list of arrays (an IAF,
+    whose density direction has no gradient: the reverse-KL loss and gradient, through sampling)."""
     flow.zero_grad()
-    loss = flow.loss_and_grad(x, c, workers=1)
+    if flow.config["flow"] == "iaf":
+        loss = flow.reverse_kl_loss_and_grad(_gaussian_target, x.shape[0], seed=2, context=c, workers=1)
+    else:
+        loss = flow.loss_and_grad(x, c, workers=1)
     xs, lps = flow.sample_and_log_prob(x.shape[0], c, seed=1, workers=1)
     return [np.array([loss]), flow.log_prob(x, c, workers=1), xs, lps, *(p.grad.copy() for p in flow.parameters())]
 
