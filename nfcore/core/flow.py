@@ -320,7 +320,9 @@ class Flow(Module):
         z = self.base.sample(n, self._rng(seed), self._param_dtype(), self.device, temperature=temperature)
         lp, _ = self.base.log_prob(z)
         if count > 1:
-            return self._sharded_inverse(z, lp, context, count)
+            x, ld, _ = self._sharded_inverse(z, context, count)
+            lp -= ld
+            return x, lp
         x, ld, _ = self.transform.inverse(z, context, need_grad=False)
         ops = backend_of(x)
         ld_neg = ops.zeros((n,), x.dtype)
@@ -328,21 +330,27 @@ class Flow(Module):
         ops.iadd(lp, ld_neg)
         return x, lp
 
-    def _sharded_inverse(self, z, lp, context, count):
-        """(x, lp - log|det dx/dz|) with the sampling direction cut into row shards."""
+    def _sharded_inverse(self, z, context, count, need_grad=False):
+        """(x, log|det dx/dz|, the shards' caches or None) of the sampling direction, its rows cut into
+        shards; with ``need_grad`` each shard's cache is kept for ``_sharded_backward`` (the same
+        replicas, the same bounds)."""
         from ..parallel import shard_bounds
 
-        x = np.empty((z.shape[0], *self.shape), z.dtype)
-        bounds = shard_bounds(z.shape[0], count)
+        n = z.shape[0]
+        bounds = shard_bounds(n, count)
+        x = np.empty((n, *self.shape), z.dtype)
+        ld = np.empty((n,), z.dtype)
 
         def task(replica, w):
             a, b = bounds[w]
-            xs, ld, _ = replica.transform.inverse(z[a:b], None if context is None else context[a:b], need_grad=False)
+            xs, lds, cache = replica.transform.inverse(z[a:b], None if context is None else context[a:b],
+                                                       need_grad=need_grad)
             x[a:b] = xs
-            lp[a:b] -= ld
+            ld[a:b] = lds
+            return cache
 
-        self._worker_pool().run(self, count, task)
-        return x, lp
+        caches = self._worker_pool().run(self, count, task)
+        return x, ld, ((bounds, caches) if need_grad else None)
 
     def reverse_kl_loss_and_grad(self, log_target: Callable[[np.ndarray], tuple[ArrayLike, ArrayLike]], n: int,
                                  seed: int | np.random.Generator | None = None,
@@ -367,7 +375,7 @@ class Flow(Module):
         if shards:
             for m in self._module_list:
                 m.before_shards()
-            x, ld, cache = self._sharded_inverse_with_grad(u, context, count)
+            x, ld, cache = self._sharded_inverse(u, context, count, need_grad=True)
         else:
             x, ld, cache = self.transform.inverse(u, context, need_grad=True)
         ops = backend_of(x)
@@ -389,28 +397,8 @@ class Flow(Module):
         self.base.rsample_backward(du, rcache)
         return loss
 
-    def _sharded_inverse_with_grad(self, u, context, count):
-        """(x, log|det dx/du|, the shards' caches) of the sampling direction, its rows cut into
-        shards, each kept for ``_sharded_backward`` (the same replicas, the same bounds)."""
-        from ..parallel import shard_bounds
-
-        n = u.shape[0]
-        bounds = shard_bounds(n, count)
-        x = np.empty((n, *self.shape), u.dtype)
-        ld = np.empty((n,), u.dtype)
-
-        def task(replica, w):
-            a, b = bounds[w]
-            xs, lds, cache = replica.transform.inverse(u[a:b], None if context is None else context[a:b],
-                                                       need_grad=True)
-            x[a:b] = xs
-            ld[a:b] = lds
-            return cache
-
-        return x, ld, (bounds, self._worker_pool().run(self, count, task))
-
     def _sharded_backward(self, dx, dld, cache, count):
-        """d input of ``_sharded_inverse_with_grad``'s call: each shard's VJP on its replica (the
+        """d input of ``_sharded_inverse``'s call with need_grad: each shard's VJP on its replica (the
         gradients into the replicas' buffers, then summed into the flow's in shard order)."""
         bounds, caches = cache
         du = np.empty(dx.shape, dx.dtype)

@@ -20,14 +20,9 @@ class FusedCache(NamedTuple):
 
 
 def narrow(layers, residual):
-    """The network is one the fused kernels take: plain (not residual), no wider than ``FUSED_MAX_WIDTH``."""
+    """The network is one the fused kernels take: plain (not residual), no wider than ``FUSED_MAX_WIDTH``
+    (on the CPU, or on a GPU through their CUDA twins, ``kernels.fused.cuda``)."""
     return not residual and max(layer.out_features for layer in layers[:-1]) <= FUSED_MAX_WIDTH
-
-
-def fusable(layers, residual, x):
-    """The fused kernels apply: a ``narrow`` network (on the CPU or, one layer per call, on a GPU:
-    ``kernels.fused.cuda``)."""
-    return narrow(layers, residual)
 
 
 def _blocked():
@@ -166,7 +161,7 @@ def _run_key(t, x):
     from .coupling import AdditiveCoupling, AffineCoupling
 
     if not (type(t) in (AffineCoupling, AdditiveCoupling) and t.fused and not overridden(t)
-            and backend_of(x).name == "cpu" and fusable(t.net.linears, t.net.residual, x)):  # chain_map: CPU only
+            and backend_of(x).name == "cpu" and narrow(t.net.linears, t.net.residual)):  # chain_map: CPU only
         return None
     lin = t.net.linears[0]
     return (type(t), len(t.net.linears), lin.act_code, lin.alpha, getattr(t, "scale_bound", None), t.context_dim)

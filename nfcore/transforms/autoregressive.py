@@ -37,7 +37,7 @@ from ..core.transform import Transform
 from ..errors import ConfigError, GradientNotAvailable, ShapeError
 from ..kernels import backend_of
 from ..nn.made import MADE
-from ._fused import FusedCache, fusable, narrow, net_map, net_map_vjp
+from ._fused import FusedCache, narrow, net_map, net_map_vjp
 
 __all__ = ["MAF", "IAF", "sorted_made_weights", "made_sequential",
            "MODE_CONTRACT", "MODE_EXPAND", "MODE_MOG"]
@@ -171,7 +171,7 @@ class _Autoregressive(Transform):
         """MADE reads the input y: one network evaluation (one fused kernel where it applies)."""
         self._check(y)
         fuse = self.fused is True or (self.fused == "auto" and self._shard is not None)
-        if fuse and fusable(self.made.layers, self.made.residual, y):
+        if fuse and narrow(self.made.layers, self.made.residual):
             self.made._input(y, context)  # validates the context
             out, logdet, ls, fcache = net_map(y, context, self._all, self._all, self.made.layers, True,
                                               self.scale_bound, True, expand, need_grad)

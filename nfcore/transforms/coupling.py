@@ -16,7 +16,7 @@ from ..core.transform import Transform
 from ..errors import ConfigError, ShapeError
 from ..kernels import backend_of
 from ..nn.linear import MLP
-from ._fused import FusedCache, fusable, narrow, net_map, net_map_vjp
+from ._fused import FusedCache, narrow, net_map, net_map_vjp
 
 __all__ = ["make_mask", "Coupling", "AdditiveCoupling", "AffineCoupling"]
 
@@ -118,7 +118,7 @@ class Coupling(Transform):
         return out, logdet, (CouplingCache(inverse, out if inverse else x, ls, fcache) if need_grad else None)
 
     def _call(self, x, context, need_grad, inverse):
-        if self.fused and fusable(self.net.linears, self.net.residual, x):
+        if self.fused and narrow(self.net.linears, self.net.residual):
             return self._fused_call(x, context, need_grad, inverse)
         xa = self._conditioner_input(x, context)
         h, net_cache = self.net.forward(xa, need_grad)
