@@ -5,24 +5,39 @@ layer, data standardisation and (on ``(N*H*W, C)`` rows) Glow's actnorm; ``rows_
 says how many rows belong to one sample so that the log-det gradient is routed right.
 """
 
-import math
 
 import numpy as np
 from numba import njit
 
 from ..registry import cpu_kernel, cpu_op
-from .math import diag_affine_element, diag_affine_grad, diag_normal_grad, diag_normal_row, normal_row
+from .math import (
+    LOG_2PI,
+    column_scale,
+    diag_affine_grad,
+    diag_affine_value,
+    diag_normal_grad,
+    diag_normal_term,
+    normal_row,
+)
 
-_LOG_2PI = math.log(2.0 * math.pi)
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _column_scales(logscale, sign, like):
+    """e[j] = e^(sign ls_j) in ``like``'s dtype: the exps once per column, not per element."""
+    e = np.empty(logscale.shape[0], dtype=like.dtype)
+    for j in range(logscale.shape[0]):
+        e[j] = column_scale(logscale[j], sign)
+    return e
 
 
 @cpu_kernel
 def diag_affine(x, loc, logscale, sign, out):
     """sign=+1: out = x * exp(ls) + loc; sign=-1: out = (x - loc) * exp(-ls). Rows of (R, C)."""
     r, c = x.shape
+    e = _column_scales(logscale, sign, x)
     for i in range(r):
         for j in range(c):
-            diag_affine_element(x, loc, logscale, sign, out, i, j)
+            out[i, j] = diag_affine_value(x[i, j], loc[j], e[j], sign)
 
 
 @cpu_kernel
@@ -33,15 +48,21 @@ def diag_affine_bwd(dout, dlogdet, out, loc, logscale, sign, rows_per_sample, di
         din = dout e^ls; dloc += sum dout; dls += sum dout (out - loc) + sum_n dlogdet.
     Inverse (sign=-1), out = (x - loc) e^-ls, logdet = -rps * sum ls:
         din = dout e^-ls; dloc -= sum dout e^-ls; dls -= sum dout out + sum_n dlogdet.
+    The column sums run in float64 and are added to dloc, dlogscale once.
     """
     r, c = dout.shape
+    e = _column_scales(logscale, sign, dout)
+    acc_loc = np.zeros(c)
+    acc_ls = np.zeros(c)
     for i in range(r):
         dl = dlogdet[i // rows_per_sample]
         for j in range(c):
-            e = math.exp(sign * logscale[j])
-            din[i, j], g_loc, g_ls = diag_affine_grad(dout[i, j], out[i, j], loc[j], e, dl, sign)
-            dloc[j] += g_loc
-            dlogscale[j] += g_ls
+            din[i, j], g_loc, g_ls = diag_affine_grad(dout[i, j], out[i, j], loc[j], e[j], dl, sign)
+            acc_loc[j] += g_loc
+            acc_ls[j] += g_ls
+    for j in range(c):
+        dloc[j] += acc_loc[j]
+        dlogscale[j] += acc_ls[j]
 
 
 @cpu_kernel
@@ -63,19 +84,32 @@ def normal_logprob_bwd(z, dlp, dz):
 @cpu_kernel
 def diag_normal_logprob(z, loc, logscale, out):
     """out[n] = sum_d [-0.5 ((z - mu)/s)^2 - log s] - D/2 log(2 pi), s = exp(logscale)."""
-    for i in range(z.shape[0]):
-        out[i] = diag_normal_row(z, loc, logscale, i)
+    n, d = z.shape
+    inv_s = _column_scales(logscale, -1, z)
+    const = -0.5 * d * LOG_2PI
+    for i in range(n):
+        acc = 0.0
+        for j in range(d):
+            acc += diag_normal_term(z[i, j], loc[j], inv_s[j], logscale[j])
+        out[i] = acc + const
 
 
 @cpu_kernel
 def diag_normal_logprob_bwd(z, loc, logscale, dlp, dz, dloc, dlogscale):
-    """VJP: with u = (z - mu)/s, dz = -u/s dlp; dmu += u/s dlp; dlogs += (u^2 - 1) dlp."""
+    """VJP: with u = (z - mu)/s, dz = -u/s dlp; dmu += u/s dlp; dlogs += (u^2 - 1) dlp.
+    The column sums run in float64 and are added to dloc, dlogscale once."""
     n, d = z.shape
+    inv_s = _column_scales(logscale, -1, z)
+    acc_loc = np.zeros(d)
+    acc_ls = np.zeros(d)
     for i in range(n):
         for j in range(d):
-            dz[i, j], g_loc, g_ls = diag_normal_grad(z[i, j], loc[j], math.exp(-logscale[j]), dlp[i])
-            dloc[j] += g_loc
-            dlogscale[j] += g_ls
+            dz[i, j], g_loc, g_ls = diag_normal_grad(z[i, j], loc[j], inv_s[j], dlp[i])
+            acc_loc[j] += g_loc
+            acc_ls[j] += g_ls
+    for j in range(d):
+        dloc[j] += acc_loc[j]
+        dlogscale[j] += acc_ls[j]
 
 
 @cpu_kernel

@@ -12,7 +12,6 @@ shared memory per block, then one block over the block sums) and copy one float 
 """
 
 
-import math
 
 import numpy as np
 from numba import cuda, float64
@@ -39,7 +38,7 @@ def _diag_affine_kernel(x, loc, logscale, sign, out):
     t = cuda.grid(1)
     if t < x.size:
         i, j = t // x.shape[1], t % x.shape[1]
-        _maths.diag_affine_element(x, loc, logscale, sign, out, i, j)
+        out[i, j] = _maths.diag_affine_value(x[i, j], loc[j], _maths.column_scale(logscale[j], sign), sign)
 
 
 @cuda.jit(cache=True)
@@ -49,7 +48,7 @@ def _diag_affine_bwd_kernel(
     j = cuda.grid(1)
     ch = cuda.blockIdx.y
     if j < dout.shape[1]:
-        e = math.exp(sign * logscale[j])  # once per column
+        e = _maths.column_scale(logscale[j], sign)  # once per column
         acc_loc = 0.0
         acc_ls = 0.0
         for i in range(ch * chunk, min(dout.shape[0], (ch + 1) * chunk)):
@@ -147,7 +146,10 @@ def _normal_logprob_bwd_kernel(z, dlp, dz):
 def _diag_normal_logprob_kernel(z, loc, logscale, out):
     i = cuda.grid(1)
     if i < z.shape[0]:
-        out[i] = _maths.diag_normal_row(z, loc, logscale, i)
+        acc = 0.0
+        for j in range(z.shape[1]):
+            acc += _maths.diag_normal_term(z[i, j], loc[j], _maths.column_scale(logscale[j], -1), logscale[j])
+        out[i] = acc - 0.5 * z.shape[1] * _maths.LOG_2PI
 
 
 @cuda.jit(cache=True)
@@ -155,7 +157,7 @@ def _diag_normal_logprob_bwd_kernel(z, loc, logscale, dlp, chunk, dz, dloc_part,
     j = cuda.grid(1)
     ch = cuda.blockIdx.y
     if j < z.shape[1]:
-        inv_s = math.exp(-logscale[j])  # once per column
+        inv_s = _maths.column_scale(logscale[j], -1)  # once per column
         acc_loc = 0.0
         acc_ls = 0.0
         for i in range(ch * chunk, min(z.shape[0], (ch + 1) * chunk)):

@@ -5,16 +5,25 @@ import math
 
 from .._scalar import element
 
-_LOG_2PI = math.log(2.0 * math.pi)
+LOG_2PI = math.log(2.0 * math.pi)
 
 
 @element
-def diag_affine_element(x, loc, logscale, sign, out, i, j):
-    """out[i, j] = x e^ls + loc (sign +1) or (x - loc) e^-ls (sign -1), ls = logscale[j]."""
+def column_scale(ls, sign):
+    """e^ls (sign +1) or e^-ls (sign -1), in ls's precision: a diagonal map's column factor, which
+    the CPU loops compute once per column (an exp per element cost ~7 ns of the ~8 each took)."""
     if sign > 0:
-        out[i, j] = x[i, j] * math.exp(logscale[j]) + loc[j]
-    else:
-        out[i, j] = (x[i, j] - loc[j]) * math.exp(-logscale[j])
+        return math.exp(ls)
+    return math.exp(-ls)
+
+
+@element
+def diag_affine_value(v, loc, e, sign):
+    """One element of the diagonal affine map given its column's e = e^(sign ls):
+    v e^ls + loc (sign +1) or (v - loc) e^-ls (sign -1)."""
+    if sign > 0:
+        return v * e + loc
+    return (v - loc) * e
 
 
 @element
@@ -38,23 +47,21 @@ def normal_row(z, i):
     acc = 0.0
     for j in range(d):
         acc += z[i, j] * z[i, j]
-    return -0.5 * acc - 0.5 * d * _LOG_2PI
+    return -0.5 * acc - 0.5 * d * LOG_2PI
 
 
 @element
-def diag_normal_row(z, loc, logscale, i):
-    """log N(z[i]; mu, diag s^2) = sum_d [-0.5 ((z - mu)/s)^2 - log s] - D/2 log(2 pi), s = e^logscale."""
-    d = z.shape[1]
-    acc = 0.0
-    for j in range(d):
-        u = (z[i, j] - loc[j]) * math.exp(-logscale[j])
-        acc += -0.5 * u * u - logscale[j]
-    return acc - 0.5 * d * _LOG_2PI
+def diag_normal_term(z, loc, inv_s, ls):
+    """One element's term of log N(z; mu, diag s^2) but the constant: -0.5 ((z - mu)/s)^2 - log s,
+    given its column's 1/s = e^-ls and ls; a row's log-density is the sum of its terms
+    - D/2 log(2 pi)."""
+    u = (z - loc) * inv_s
+    return -0.5 * u * u - ls
 
 
 @element
 def diag_normal_grad(z, loc, inv_s, g):
-    """(dz, dloc term, dls term) of one element of diag_normal_row, given its column's 1/s = e^-ls
+    """(dz, dloc term, dls term) of one element of diag_normal_term, given its column's 1/s = e^-ls
     and g = dL/dlogp of its sample: with u = (z - mu)/s, dz = -u/s g, dmu = u/s g, dls = (u^2 - 1) g."""
     u = (z - loc) * inv_s
     return -u * inv_s * g, u * inv_s * g, (u * u - 1.0) * g

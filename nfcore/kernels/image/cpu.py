@@ -21,8 +21,10 @@ from .math import (
     col2im_pixel,
     logit_bwd_element,
     logit_row,
-    lu_compose_bwd_element,
     lu_compose_element,
+    lu_diag,
+    lu_lower_grad,
+    lu_upper_grad,
     squeeze_element,
 )
 
@@ -139,7 +141,12 @@ def lu_compose_bwd(dw, lower, upper, logs, sign, perm, dlogdet, rows_per_sample,
     inv = perm.copy()
     for i in range(c):
         inv[perm[i]] = i
+    dld = 0.0
+    for s in range(dlogdet.shape[0]):
+        dld += dlogdet[s]
     for r in range(c):
-        for q in range(c):
-            lu_compose_bwd_element(dw, lower, upper, logs, sign, inv, dlogdet, rows_per_sample, dlower, dupper, dlogs,
-                                   r, q)
+        for q in range(r):
+            dlower[r, q] += lu_lower_grad(dw, upper, lu_diag(logs, sign, q), inv, r, q)
+        dlogs[r] += lu_upper_grad(dw, lower, inv, r, r) * lu_diag(logs, sign, r) + rows_per_sample * dld
+        for q in range(r + 1, c):
+            dupper[r, q] += lu_upper_grad(dw, lower, inv, r, q)

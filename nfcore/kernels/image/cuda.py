@@ -134,8 +134,17 @@ def _lu_compose_bwd_kernel(dw, lower, upper, logs, sign, inv, dlogdet, rows_per_
     t = cuda.grid(1)
     c = dw.shape[0]
     if t < c * c:
-        _maths.lu_compose_bwd_element(dw, lower, upper, logs, sign, inv, dlogdet, rows_per_sample, dlower, dupper,
-                                      dlogs, t // c, t % c)
+        r, q = t // c, t % c
+        if q < r:
+            dlower[r, q] += _maths.lu_lower_grad(dw, upper, _maths.lu_diag(logs, sign, q), inv, r, q)
+        elif q > r:
+            dupper[r, q] += _maths.lu_upper_grad(dw, lower, inv, r, q)
+        else:
+            dld = 0.0
+            for s in range(dlogdet.shape[0]):
+                dld += dlogdet[s]
+            grad = _maths.lu_upper_grad(dw, lower, inv, r, r)
+            dlogs[r] += grad * _maths.lu_diag(logs, sign, r) + rows_per_sample * dld
 
 
 @cuda.jit(cache=True)
