@@ -11,8 +11,6 @@ gradient, then ``dense.colsum_acc`` over the chunk sums: deterministic, no atomi
 shared memory per block, then one block over the block sums) and copy one float back.
 """
 
-
-
 import numpy as np
 from numba import cuda, float64
 
