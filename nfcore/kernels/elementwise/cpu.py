@@ -5,7 +5,6 @@ layer, data standardisation and (on ``(N*H*W, C)`` rows) Glow's actnorm; ``rows_
 says how many rows belong to one sample so that the log-det gradient is routed right.
 """
 
-
 import numpy as np
 from numba import njit
 
