@@ -10,6 +10,11 @@ from ..threads import blas_now
 #: benchmarks/RESULTS.md, "Fused layers")
 FUSED_MAX_WIDTH = 128
 
+#: rows a fused run's density or sampling call maps at a time (``kernels.fused.cpu.chain_map``'s
+#: tile): its scratch is then a fixed ~4 MB for RealNVP D=2 (8 x 2x64), not 4.3 KB per row. Per
+#: row a RealNVP D=2 run costs least from ~1024 rows (benchmarks/RESULTS.md, "Session 15")
+EVAL_TILE_ROWS = 1024
+
 
 class FusedCache(NamedTuple):
     """What ``net_map_vjp`` reads: the weights the call used (W * M for a MADE) and the workspace
@@ -98,11 +103,13 @@ class FusedRun:
         self.weights = tuple(tuple(lin.weight for lin in t.net.linears) for t in self.layers)
         self.biases = tuple(tuple(lin.bias for lin in t.net.linears) for t in self.layers)
         # the workspaces' elements per row, from the weights' shapes (fixed): per layer its network's
-        # input and outputs (``kernels.fused.cpu.net_size``), its log-det and log-scales; chain_map's
-        # buffer adds every inner x_k (dim each), chain_map_vjp's scratch two rows of dim. Computed
+        # input and outputs (``kernels.fused.cpu.net_size``), its log-det and log-scales, and every
+        # inner x_k (dim each): ``_run_row`` elements per row of chain_map's buffer; chain_map_vjp's
+        # scratch is the largest layer's plus two rows of dim. Computed
         # here, not by the Numba ``net_size`` at each call: a call with a tuple of arrays costs ~10 us
         widths = [ws[0].data.shape[0] + sum(p.data.shape[1] for p in ws) for ws in self.weights]
-        self._run_row = sum(widths) + len(widths) + (sum(t.idx_b.shape[0] for t in self.layers) if self.affine else 0)
+        self._run_row = (sum(widths) + len(widths) + (sum(t.idx_b.shape[0] for t in self.layers) if self.affine else 0)
+                         + (len(widths) - 1) * self.layers[0].dim)
         self._scratch_row = max(widths)
 
     def call(self, x, context, need_grad, expand):
@@ -111,17 +118,19 @@ class FusedRun:
         for t in self.layers:
             t._check(x, context)
         ops = backend_of(x)
+        x = ops.asarray(x)  # C-contiguous (the kernel maps it in tiles of rows); no copy when it is
         n, dtype = x.shape[0], x.dtype
         wss = tuple(tuple(p.data for p in ws) for ws in self.weights)
         idx_as = tuple(t.idx_a for t in self.layers)
         idx_bs = tuple(t.idx_b for t in self.layers)
-        buf = ops.empty((n * (self._run_row + (len(self.layers) - 1) * x.shape[1]),), dtype)
+        tile = n if need_grad else min(n, EVAL_TILE_ROWS)  # a density or a sample: scratch for one tile
+        buf = ops.empty((tile * self._run_row,), dtype)
         out = ops.empty(x.shape, dtype)
         logdet = ops.empty((n,), dtype)
-        ctx = context if context is not None else ops.empty((n, 0), dtype)
+        ctx = ops.asarray(context) if context is not None else ops.empty((n, 0), dtype)
         bss = tuple(tuple(p.data for p in bs) for bs in self.biases)
         ops.chain_map(x, ctx, idx_as, idx_bs, wss, bss, self.code, self.alpha, dtype.type(self.bound), self.affine,
-                      expand, _blocked(), buf, out, logdet)
+                      expand, _blocked(), max(tile, 1), buf, out, logdet)
         return out, logdet, (RunCache(x, out, expand, buf) if need_grad else None)
 
     def backward(self, dout, dlogabsdet, cache):

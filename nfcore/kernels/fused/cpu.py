@@ -227,12 +227,16 @@ def net_map_vjp(dout, dlogdet, x, idx_a, idx_b, ws, masks, masked, code, alpha, 
              np.int64(0), ls, gbuf, din, dws, dbs)
 
 
-@cpu_only_kernel
-def chain_map(x, context, idx_as, idx_bs, wss, bss, code, alpha, bound, affine, expand, blocked, buf, out, logdet):
-    """A run of K coupling layers in one call: layer k maps x_k to x_(k+1) as ``net_map`` does
-    (x_0 = x, x_K = out), logdet = sum_k logdet_k. ``buf`` keeps, per layer, its network's
-    activations (``net_size``), its log-scales (affine) and log-det, and its output x_(k+1) but for
-    the last, which ``chain_map_vjp`` reads (``transforms._fused.FusedRun`` sizes it)."""
+@_jit
+def _rows(a, s, e):
+    """Rows s .. e-1 of the C-contiguous 2-D ``a`` (a view of the same layout)."""
+    cols = a.shape[1]
+    return a.reshape(a.shape[0] * cols)[s * cols : e * cols].reshape((e - s, cols))
+
+
+@_jit
+def _chain_rows(x, context, idx_as, idx_bs, wss, bss, code, alpha, bound, affine, expand, blocked, buf, out, logdet):
+    """``chain_map`` on all of x's rows at once (the layout ``chain_map_vjp`` reads)."""
     n, d = x.shape
     cur = x
     off = np.int64(0)
@@ -258,6 +262,22 @@ def chain_map(x, context, idx_as, idx_bs, wss, bss, code, alpha, bound, affine, 
         for i in range(n):
             logdet[i] += ld[i]
         cur = nxt
+
+
+@cpu_only_kernel
+def chain_map(x, context, idx_as, idx_bs, wss, bss, code, alpha, bound, affine, expand, blocked, tile, buf, out,
+              logdet):
+    """A run of K coupling layers in one call: layer k maps x_k to x_(k+1) as ``net_map`` does
+    (x_0 = x, x_K = out), logdet = sum_k logdet_k, ``tile`` rows at a time. ``buf`` keeps, for
+    ``tile`` rows, per layer its network's activations (``net_size``), its log-scales (affine) and
+    log-det, and its output x_(k+1) but for the last; ``chain_map_vjp`` reads it after a call with
+    ``tile`` >= N, the rows in one piece (``transforms._fused.FusedRun`` sizes it). A density or a
+    sample, which keeps nothing, takes a fixed tile: its scratch does not grow with N."""
+    n = x.shape[0]
+    for s in range(0, n, tile):
+        e = min(n, s + tile)
+        _chain_rows(_rows(x, s, e), _rows(context, s, e), idx_as, idx_bs, wss, bss, code, alpha, bound, affine,
+                    expand, blocked, buf, _rows(out, s, e), logdet[s:e])
 
 
 @cpu_only_kernel
