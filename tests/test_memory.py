@@ -1,7 +1,9 @@
 """The CPU caching allocator never hands out an array that is still referenced."""
 
 import numpy as np
+import pytest
 
+import nfcore
 from nfcore.kernels.array import memory
 
 
@@ -34,3 +36,59 @@ def test_free_arrays_are_reused_and_small_ones_bypass():
     assert small.shape == (4, 4) and memory.cached_bytes() == 256 * 128 * 8
     memory.release()
     assert memory.cached_bytes() == 0
+
+
+@pytest.fixture
+def bound(monkeypatch):
+    """Run a test with its own cache bound and recency window (restored, the cache emptied, after)."""
+    def set_bound(nbytes, recent):
+        monkeypatch.setattr(memory, "MAX_CACHED_BYTES", nbytes)
+        monkeypatch.setattr(memory, "RECENT", recent)
+    memory.release()
+    yield set_bound
+    memory.release()
+
+
+def test_the_cache_stays_under_its_bound_whatever_the_shapes(bound):
+    """Each new shape used to stay cached for good (60 log_prob calls of different sizes kept
+    2.2 GB); now the shapes used least recently make room for new ones."""
+    bound(1 << 20, 2)  # 1 MiB; shapes not asked for within the last 2 requests may go
+    busy = [memory.pooled_empty((256 + i, 128), np.float32) for i in range(3)]  # ~386 KiB, never dropped
+    for i in range(40):
+        a = memory.pooled_empty((64, 1024 + 8 * i), np.float32)  # 256+ KiB each, a new shape each time
+        address = a.ctypes.data
+        del a
+        assert memory.cached_bytes() <= 1 << 20
+    assert memory.pooled_empty((64, 1024 + 8 * 39), np.float32).ctypes.data == address  # the newest: cached
+    assert [a.shape[0] for a in busy] == [256, 257, 258]
+    assert memory.cached_bytes() == sum(a.nbytes for a in busy) + 64 * (1024 + 8 * 39) * 4  # busy + the newest
+
+
+def test_a_working_set_over_the_bound_is_cached_in_part_not_evicted_each_step(bound):
+    """Shapes asked for within RECENT requests are not evicted: a step whose arrays pass the bound
+    keeps reusing the part that fit instead of evicting its own arrays at every step."""
+    bound(3 * 256 * 1024, 100)  # three 256 KiB arrays fit
+    shapes = [(256, 256 + i) for i in range(5)]  # five shapes of ~256 KiB, asked for in turn
+
+    def step():
+        return [memory.pooled_empty(s, np.float32).ctypes.data for s in shapes]
+
+    first = step()
+    assert memory.cached_bytes() <= 3 * 256 * 1024 + 5 * 4 * 256
+    second = step()
+    reused = sum(a == b for a, b in zip(first, second))
+    assert reused >= 2  # the cached part is the same memory step after step
+    assert step()[:reused] == second[:reused]
+
+
+def test_set_limit_drops_free_arrays_now(bound):
+    bound(1 << 30, 4096)
+    busy = memory.pooled_empty((512, 128), np.float32)
+    memory.pooled_empty((513, 128), np.float32)
+    assert memory.cached_bytes() == 2 * 512 * 128 * 4 + 128 * 4
+    memory.set_limit(0)
+    assert memory.cached_bytes() == busy.nbytes  # the busy one stays until it is free
+    fresh = memory.pooled_empty((600, 128), np.float32)
+    assert memory.cached_bytes() == busy.nbytes and fresh.shape == (600, 128)
+    with pytest.raises(nfcore.ConfigError, match="bound"):
+        memory.set_limit(-1)
