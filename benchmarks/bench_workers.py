@@ -4,8 +4,11 @@ Each row is one model and batch; each cell the samples/s of a training step (zer
 ``loss_and_grad(x, workers=W)``, Adam) with W workers, the median of the rounds (the values of W
 interleaved within each round), float32. W runs up to the cores this process may use. BLAS is
 held at one thread per worker while workers run; W = 1 runs with BLAS on every core (nfcore's
-default), so the ratio is what a user gains over the default. The last column is the worker
-count ``workers=None`` picks for that batch.
+default), so "best vs W=1" is what a user gains over the default. The first column, one worker
+with BLAS held at one thread, is one core's throughput: "best vs one core" is how well W workers
+use W cores (where BLAS already splits one worker's products across the cores, the first ratio
+stays low however well the workers scale). The last column is the worker count
+``workers=None`` picks for that batch.
 
     python benchmarks/bench_workers.py [--quick] [--rounds R] [--model realnvp ...]
 """
@@ -19,7 +22,7 @@ import numpy as np
 from _timing import MIN_ROUNDS, timeit
 
 import nfcore
-from nfcore.threads import core_budget, workers_for
+from nfcore.threads import blas_limit, core_budget, workers_for
 
 MODELS = {  # name: (config, batches)
     "realnvp": ({"flow": "realnvp", "dim": 2, "layers": 8, "hidden": [64, 64]}, [256, 1024, 4096, 16384]),
@@ -39,8 +42,9 @@ def run(models, rounds, min_time, pause=0.2):
     counts = worker_counts()
     print(f"training-step samples/s, float32, median of {rounds} rounds (W interleaved), {core_budget()} cores"
           + ("" if rounds >= MIN_ROUNDS else f" (a smoke run: under {MIN_ROUNDS} rounds)"))
-    print("| model | batch | " + " | ".join(f"W={w}" for w in counts) + " | best vs W=1 | auto W |")
-    print("|" + "---|" * (len(counts) + 4))
+    print("| model | batch | W=1, one core | " + " | ".join(f"W={w}" for w in counts)
+          + " | best vs W=1 | best vs one core | auto W |")
+    print("|" + "---|" * (len(counts) + 6))
     rows = []
     for name in models:
         cfg, batches = MODELS[name]
@@ -54,21 +58,27 @@ def run(models, rounds, min_time, pause=0.2):
                 flow.loss_and_grad(x, workers=w)
                 opt.step()
 
+            def one_core(step=step):
+                with blas_limit(1):  # held for the whole timing: no switch per step
+                    return timeit(lambda: step(1), min_time)
+
             for w in counts:  # warm-up: compile, replicas, ActNorm's initialisation
                 for _ in range(2):
                     step(w)
-            times = {w: [] for w in counts}
+            times = {w: [] for w in ["core", *counts]}
             for _ in range(rounds):
-                for w in counts:
+                for w in times:
                     time.sleep(pause)
-                    times[w].append(timeit(lambda w=w: step(w), min_time))
+                    times[w].append(one_core() if w == "core" else timeit(lambda w=w: step(w), min_time))
             med = {w: statistics.median(v) for w, v in times.items()}
-            best = min(med, key=med.get)
+            best = min(counts, key=med.get)
             auto = workers_for(batch, None, "cpu", flow._shard_rows)
-            cells = [f"{batch / med[w]:,.0f}" for w in counts]
+            cells = [f"{batch / med[w]:,.0f}" for w in ["core", *counts]]
             print(f"| {name} | {batch} | " + " | ".join(cells)
-                  + f" | {med[1] / med[best]:.2f}x (W={best}) | {auto} |", flush=True)
-            rows.append({"model": name, "batch": batch, **{f"W{w}": batch / med[w] for w in counts}, "auto": auto})
+                  + f" | {med[1] / med[best]:.2f}x (W={best}) | {med['core'] / med[best]:.2f}x | {auto} |",
+                  flush=True)
+            rows.append({"model": name, "batch": batch, "one_core": batch / med["core"],
+                         **{f"W{w}": batch / med[w] for w in counts}, "auto": auto})
     return rows
 
 
