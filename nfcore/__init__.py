@@ -28,6 +28,7 @@ from .errors import (
 )
 from .gmm import GaussianMixture
 from .kernels.array.memory import release as release_memory
+from .kernels.array.memory import set_limit as set_memory_limit
 from .models import build
 from .nn import MADE, MLP, ConcatSquash, Conv2d, ConvNet, Linear, MaskedLinear, ODENet, SpectralConv2d, SpectralLinear
 from .priors import AutoregressivePrior
@@ -67,6 +68,7 @@ __all__ = [
     "build",
     "AutoregressivePrior",
     "release_memory",
+    "set_memory_limit",
     "get_num_threads",
     "set_num_threads",
     "Adam",
