@@ -102,11 +102,11 @@ class FusedRun:
         # an optimiser's flattening rebinds them)
         self.weights = tuple(tuple(lin.weight for lin in t.net.linears) for t in self.layers)
         self.biases = tuple(tuple(lin.bias for lin in t.net.linears) for t in self.layers)
-        # the workspaces' elements per row, from the weights' shapes (fixed): per layer its network's
-        # input and outputs (``kernels.fused.cpu.net_size``), its log-det and log-scales, and every
-        # inner x_k (dim each): ``_run_row`` elements per row of chain_map's buffer; chain_map_vjp's
-        # scratch is the largest layer's plus two rows of dim. Computed
-        # here, not by the Numba ``net_size`` at each call: a call with a tuple of arrays costs ~10 us
+        # the workspaces' elements per row, from the weights' shapes (fixed): chain_map's buffer holds,
+        # per layer, its network's input and outputs (``kernels.fused.cpu.net_size``), its log-det and
+        # log-scales, and every inner x_k (dim each); chain_map_vjp's scratch the largest layer's
+        # network plus two rows of dim. Computed here, not by the Numba ``net_size`` at each call: a
+        # call with a tuple of arrays costs ~10 us
         widths = [ws[0].data.shape[0] + sum(p.data.shape[1] for p in ws) for ws in self.weights]
         self._run_row = (sum(widths) + len(widths) + (sum(t.idx_b.shape[0] for t in self.layers) if self.affine else 0)
                          + (len(widths) - 1) * self.layers[0].dim)
