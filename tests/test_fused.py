@@ -203,3 +203,23 @@ def test_density_scratch_does_not_grow_with_the_rows():
     for small, large in ((lambda: flow.log_prob(x[:2048], workers=1), lambda: flow.log_prob(x, workers=1)),
                          (lambda: flow.sample(2048, seed=0, workers=1), lambda: flow.sample(8192, seed=0, workers=1))):
         assert peak(large) - peak(small) < 6144 * 200
+
+
+@pytest.mark.parametrize("rows", [0, 10, 11])
+def test_a_fused_run_takes_any_layout_and_any_row_count(rows, monkeypatch, rng):
+    """A Fortran-ordered input and context (a transform called directly, not through the Flow's
+    validation), no rows, and rows an exact multiple of the tile or not: the numbers of the
+    same rows in C order."""
+    from nfcore.transforms import _fused
+
+    monkeypatch.setattr(_fused, "EVAL_TILE_ROWS", 5)
+    flow = nfcore.build({**FLOWS["realnvp-context-tanh"], "dtype": "float64"})
+    for p in flow.parameters():
+        p.data[...] += rng.normal(size=p.data.shape) * 0.3
+    x = rng.normal(size=(rows, flow.shape[0]))
+    c = rng.normal(size=(rows, flow.context_dim))
+    for need_grad in (False, True):
+        want = flow.transform.forward(x, c, need_grad=need_grad)[:2]
+        got = flow.transform.forward(np.asfortranarray(x), np.asfortranarray(c), need_grad=need_grad)[:2]
+        for a, b in zip(got, want):
+            assert a.shape == b.shape and np.array_equal(a, b)

@@ -1,5 +1,7 @@
 """The CPU caching allocator never hands out an array that is still referenced."""
 
+import weakref
+
 import numpy as np
 import pytest
 
@@ -65,20 +67,26 @@ def test_the_cache_stays_under_its_bound_whatever_the_shapes(bound):
 
 
 def test_a_working_set_over_the_bound_is_cached_in_part_not_evicted_each_step(bound):
-    """Shapes asked for within RECENT requests are not evicted: a step whose arrays pass the bound
-    keeps reusing the part that fit instead of evicting its own arrays at every step."""
-    bound(3 * 256 * 1024, 100)  # three 256 KiB arrays fit
-    shapes = [(256, 256 + i) for i in range(5)]  # five shapes of ~256 KiB, asked for in turn
+    """Shapes asked for within RECENT requests are not evicted: a step whose temporaries pass the
+    bound keeps the same cached arrays for the part that fit instead of evicting its own arrays
+    at every step (with a window of one request every array would be a miss from step 2 on)."""
+    bound(3 * 256 * 1024, 100)  # s0 + s1 fit, s0 + s1 + s2 do not
+    shapes = [(256, 256 + i) for i in range(5)]  # ~256 KiB each
 
-    def step():
-        return [memory.pooled_empty(s, np.float32).ctypes.data for s in shapes]
+    def step():  # each array a temporary, free again before the next one is asked for
+        refs = []
+        for s in shapes:
+            a = memory.pooled_empty(s, np.float32)
+            refs.append(weakref.ref(a))
+            del a
+        return refs
 
     first = step()
-    assert memory.cached_bytes() <= 3 * 256 * 1024 + 5 * 4 * 256
-    second = step()
-    reused = sum(a == b for a, b in zip(first, second))
-    assert reused >= 2  # the cached part is the same memory step after step
-    assert step()[:reused] == second[:reused]
+    assert [r() is not None for r in first] == [True, True, False, False, False]  # only s0 and s1 cached
+    for _ in range(3):
+        again = step()
+        assert again[0]() is first[0]() and again[1]() is first[1]() and first[0]() is not None
+        assert memory.cached_bytes() == 4 * 256 * (256 + 257)
 
 
 def test_set_limit_drops_free_arrays_now(bound):
@@ -92,3 +100,14 @@ def test_set_limit_drops_free_arrays_now(bound):
     assert memory.cached_bytes() == busy.nbytes and fresh.shape == (600, 128)
     with pytest.raises(nfcore.ConfigError, match="bound"):
         memory.set_limit(-1)
+
+
+def test_a_search_that_starts_past_a_shortened_list_wraps(bound):
+    """Another thread's eviction can shorten a shape's list after this one's search start was
+    written; the search wraps to 0 (it used to index past the end on every later request)."""
+    bound(1 << 30, 4096)
+    held = [memory.pooled_empty((512, 128), np.float32) for _ in range(3)]
+    entry = memory._pool[((512, 128), np.dtype(np.float32))]
+    entry[0], entry[1] = entry[0][:1], 2  # what such an eviction leaves
+    del held
+    assert memory.pooled_empty((512, 128), np.float32) is entry[0][0]

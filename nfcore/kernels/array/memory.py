@@ -26,8 +26,14 @@ Worker threads (``nfcore.parallel``) share the cache without a lock: while one t
 candidate array in its local name, another sees one reference more and passes it by, so two
 threads can at worst both allocate afresh, never share an array (the list updates are single
 bytecode operations under the GIL). An eviction replaces a shape's list instead of editing it
-(a thread scanning the old one finishes on it), and the byte count, which two threads may
-update at once, is recounted exactly whenever the bound is reached.
+(a thread scanning the old one finishes on it, and a search start past a shortened list wraps
+to 0). The byte count, which two threads may update at once, is recounted exactly whenever the
+bound is reached: with worker threads the bound is soft by the few arrays such a race loses
+from the count until the next recount; on one thread it is exact.
+
+Whether an array is free is a reference count (``_free``), compared with the count of an object
+only a list holds, measured once at import (``_FREE``: 3 on CPython 3.10-3.13), so an interpreter
+that counts a local's references differently does not hand out a busy array.
 """
 
 import math
@@ -56,6 +62,15 @@ _requests = 0  # pooled requests so far
 _ENABLED = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 
+def _count(arrays, i):
+    """References to ``arrays[i]`` as every test here sees them (one access pattern, one baseline)."""
+    a = arrays[i]
+    return sys.getrefcount(a)
+
+
+_FREE = _count([object()], 0)  # an item only its list holds: the list, _count's local, the argument
+
+
 def pooled_empty(shape, dtype):
     """An uninitialised C-contiguous array, reused from the cache when one is free."""
     global _held, _requests
@@ -73,43 +88,45 @@ def pooled_empty(shape, dtype):
     entry[2] = _requests
     arrays, start = entry[0], entry[1]
     m = len(arrays)
+    if start >= m:  # another thread's eviction shortened the list since start was written
+        start = 0
     for k in range(m):
         i = start + k
         if i >= m:
             i -= m
-        a = arrays[i]
-        # references: the list, the local name and getrefcount's argument
-        if sys.getrefcount(a) == 3:
+        if _count(arrays, i) == _FREE:
             entry[1] = i + 1 if i + 1 < m else 0
-            return a
+            return arrays[i]
     a = np.empty(shape, dtype)
-    if m < MAX_PER_KEY and (_held + nbytes <= MAX_CACHED_BYTES or _make_room(nbytes)):
+    if m < MAX_PER_KEY and (_held + nbytes <= MAX_CACHED_BYTES or _make_room(nbytes, max(1, RECENT))):
         arrays.append(a)
         _held += nbytes
     return a
 
 
-def _make_room(nbytes, recent=None):
+def _make_room(nbytes, recent):
     """Drop the free arrays of the least recently used shapes (not those asked for within the last
-    ``recent`` requests, by default ``RECENT``) until ``nbytes`` more fit under the bound; whether
-    they do."""
+    ``recent`` requests) until ``nbytes`` more fit under the bound; whether they do."""
     global _held
-    recent = RECENT if recent is None else recent
     held = cached_bytes()
     if held + nbytes > MAX_CACHED_BYTES:
-        for key, entry in sorted(_pool.items(), key=lambda item: item[1][2]):
-            if entry[2] > _requests - recent or held + nbytes <= MAX_CACHED_BYTES:
+        old = [(entry[2], key) for key, entry in list(_pool.items()) if entry[2] <= _requests - recent]
+        for _, key in sorted(old, key=lambda item: item[0]):
+            if held + nbytes <= MAX_CACHED_BYTES:
                 break
-            kept = []
-            for a in entry[0]:
-                # references: the list, this name and getrefcount's argument
-                if sys.getrefcount(a) == 3 and held + nbytes > MAX_CACHED_BYTES:
-                    held -= a.nbytes
+            entry = _pool.get(key)
+            if entry is None:
+                continue
+            arrays, kept = entry[0], []
+            for i in range(len(arrays)):
+                if held + nbytes > MAX_CACHED_BYTES and _count(arrays, i) == _FREE:
+                    held -= arrays[i].nbytes
                 else:
-                    kept.append(a)
-            entry[0], entry[1] = kept, 0  # a new list: a thread searching the old one finishes on it
-            if not kept:
-                _pool.pop(key, None)
+                    kept.append(arrays[i])
+            if len(kept) < len(arrays):
+                entry[0], entry[1] = kept, 0  # a new list: a thread searching the old one finishes on it
+                if not kept:
+                    _pool.pop(key, None)
     _held = held
     return held + nbytes <= MAX_CACHED_BYTES
 
@@ -121,7 +138,7 @@ def set_limit(nbytes):
     global MAX_CACHED_BYTES
     nbytes = check_int("the caching allocator's bound (bytes)", nbytes, 0)
     MAX_CACHED_BYTES = nbytes
-    _make_room(0, recent=0)
+    _make_room(0, 0)
 
 
 def release():
