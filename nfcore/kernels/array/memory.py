@@ -31,9 +31,9 @@ to 0). The byte count, which two threads may update at once, is recounted exactl
 bound is reached: with worker threads the bound is soft by the few arrays such a race loses
 from the count until the next recount; on one thread it is exact.
 
-Whether an array is free is a reference count (``_free``), compared with the count of an object
-only a list holds, measured once at import (``_FREE``: 3 on CPython 3.10-3.13), so an interpreter
-that counts a local's references differently does not hand out a busy array.
+Whether an array is free is a reference count (``_count``), compared with the count of an object
+only a list holds, measured once at import (``_FREE``: 3 on CPython 3.11), so an interpreter that
+counts a local's references differently does not hand out a busy array.
 """
 
 import math

@@ -231,7 +231,7 @@ def net_map_vjp(dout, dlogdet, x, idx_a, idx_b, ws, masks, masked, code, alpha, 
 def _rows(a, s, e):
     """Rows s .. e-1 of the C-contiguous 2-D ``a`` (a view of the same layout)."""
     cols = a.shape[1]
-    return a.reshape(a.shape[0] * cols)[s * cols : e * cols].reshape((e - s, cols))
+    return _view(a.reshape(a.shape[0] * cols), s * cols, e - s, cols)
 
 
 @_jit
